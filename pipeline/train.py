@@ -1,0 +1,179 @@
+"""One command: ranked file -> pairs -> TRL RewardTrainer -> exact held-out accuracy -> saved (and pushed) model.
+
+accelerate launch pipeline/train.py --config recipes/quickstart.yaml [--any_field value ...]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # `accelerate launch pipeline/train.py` puts pipeline/ (not the repo) first on sys.path.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase  # noqa: E402
+from trl import RewardTrainer  # noqa: E402
+
+from pipeline.atomic import atomic_dir  # noqa: E402
+from pipeline.base_model import resolve_base_model  # noqa: E402
+from pipeline.config import PipelineRewardConfig, ScriptArguments, parse_recipe  # noqa: E402
+from pipeline.data import build_dataset  # noqa: E402
+from pipeline.encoding import encode_preference_pairs  # noqa: E402
+from pipeline.errors import UserError, cli_entry  # noqa: E402
+from pipeline.evaluation import evaluate_pairs, summary  # noqa: E402
+from pipeline.hub import push_folder  # noqa: E402
+from pipeline.model_card import write_model_card  # noqa: E402
+
+RECIPE_KEYS_IN_CARD = (
+    "model_name_or_path", "dataset_path", "test_size", "split_seed", "use_margin", "truncation_side", "max_length",
+    "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "bf16", "seed",
+)  # fmt: skip
+
+
+def tokenized_split(
+    tokenizer: PreTrainedTokenizerBase, split: Dataset, max_length: int, use_margin: bool
+) -> tuple[Dataset, dict[str, int]]:
+    """chosen_ids/rejected_ids for RewardTrainer, encoded with the Quick Start call (never TRL's text path)."""
+    pairs = split.to_pandas()
+    encoded = encode_preference_pairs(tokenizer, pairs, max_length)
+    ids = encoded.texts.input_ids
+    columns: dict[str, Any] = {
+        "chosen_ids": [ids[i] for i in encoded.chosen],
+        "rejected_ids": [ids[i] for i in encoded.rejected],
+    }
+    if use_margin:
+        columns["margin"] = pairs["margin"].astype(np.float32).tolist()
+    stats = {
+        "truncated_pairs": int(encoded.truncated_pairs.sum()),
+        "answer_truncated_pairs": int(encoded.answer_truncated_pairs.sum()),
+        "tokens": int(sum(len(x) for x in columns["chosen_ids"]) + sum(len(x) for x in columns["rejected_ids"])),
+    }
+    return Dataset.from_dict(columns), stats
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before training, not after, when the model could not be saved."""
+    parent = output_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"output_dir {output_dir}: cannot write there ({err.strerror})") from err
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output_dir {output_dir} exists and is not a directory")
+
+
+def recipe_summary(script_args: ScriptArguments, training_args: PipelineRewardConfig, model_name: str) -> dict:
+    values = {**vars(script_args), **training_args.to_dict(), "model_name_or_path": model_name}
+    return {key: values[key] for key in RECIPE_KEYS_IN_CARD if key in values}
+
+
+def use_all_cpu_cores() -> None:
+    """`accelerate launch` without a GPU sets OMP_NUM_THREADS=1, which halves CPU training speed on 2 cores."""
+    if torch.cuda.is_available() or torch.get_num_threads() > 1:
+        return
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = max(1, len(os.sched_getaffinity(0)) // local_processes)
+    if threads > 1:
+        torch.set_num_threads(threads)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    started = time.time()
+    script_args, training_args, model_args = parse_recipe(argv)
+    use_all_cpu_cores()
+    output_dir = Path(training_args.output_dir)
+    check_output_dir(output_dir)
+    is_main = training_args.process_index == 0
+    base_model = resolve_base_model(model_args.model_name_or_path)
+
+    dataset, report = build_dataset(
+        script_args.dataset_path, script_args.test_size, script_args.split_seed, script_args.drop_empty_answers
+    )
+    # Passed at load time so save_pretrained stores them: the Quick Start call then cuts long pairs as training did.
+    tokenizer = AutoTokenizer.from_pretrained(
+        base_model, truncation_side=script_args.truncation_side, model_max_length=training_args.max_length
+    )
+    train_set, train_stats = tokenized_split(
+        tokenizer, dataset["train"], training_args.max_length, script_args.use_margin
+    )
+    report_dict = report.as_dict()
+    report_dict["train_tokenization"] = train_stats
+    if is_main:
+        print(report.summary())
+        print(
+            f"  train pairs truncated to {training_args.max_length} tokens: {train_stats['truncated_pairs']} "
+            f"(answer cut in {train_stats['answer_truncated_pairs']})"
+        )
+
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False  # we push ourselves, after the local copy is complete
+    # Checkpoints (if the recipe asks for them) live beside the model, not inside it: the model dir is replaced whole.
+    checkpoint_dir = output_dir.resolve().parent / f".{output_dir.name}.checkpoints"
+    training_args.output_dir = str(checkpoint_dir)
+    trainer = RewardTrainer(model=model, args=training_args, train_dataset=train_set, processing_class=tokenizer)
+    train_result = trainer.train()
+    training_args.output_dir = str(output_dir)
+
+    results: dict[str, Any] = {}
+    if is_main:
+        held_out = evaluate_pairs(
+            trainer.model,
+            tokenizer,
+            dataset["test"].to_pandas(),
+            training_args.max_length,
+            script_args.eval_batch_size,
+            progress=True,
+        )
+        results = {
+            **summary(held_out),
+            "split": "test",
+            "test_prompts": report.splits["test"]["prompts"],
+            "train_pairs": report.splits["train"]["pairs"],
+            "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1),
+            "total_runtime_s": round(time.time() - started, 1),
+        }
+        with atomic_dir(output_dir) as staging:
+            trainer.save_model(str(staging))
+            tokenizer.save_pretrained(str(staging))
+            (staging / "training_args.bin").unlink(missing_ok=True)  # pickled config; the card has the recipe
+            (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+            (staging / "data_report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
+            write_model_card(
+                staging,
+                base_model=model_args.model_name_or_path,
+                metrics=results,
+                data_report=report_dict,
+                recipe=recipe_summary(script_args, training_args, model_args.model_name_or_path),
+                max_length=training_args.max_length,
+                truncation_side=script_args.truncation_side,
+                hub_model_id=training_args.hub_model_id if push else None,
+            )
+        if training_args.save_strategy == "no":
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        print(json.dumps(results, indent=2))
+        print(f"saved reward model to {output_dir}")
+    trainer.accelerator.wait_for_everyone()
+    if is_main and push:
+        url = push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo)
+        print(f"pushed to {url}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
