@@ -40,8 +40,8 @@ def encode_pairs(
         a = list(answers[start : start + batch_size])
         ids = tokenizer(p, a, truncation=True, max_length=max_length)["input_ids"]
         # Untruncated lengths tell which pairs were cut and whether the answer lost tokens.
-        p_len = [len(x) for x in tokenizer(p, add_special_tokens=False)["input_ids"]]
-        a_len = [len(x) for x in tokenizer(a, add_special_tokens=False)["input_ids"]]
+        p_len = [len(x) for x in tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"]]
+        a_len = [len(x) for x in tokenizer(a, add_special_tokens=False, verbose=False)["input_ids"]]
         for seq, lp, la in zip(ids, p_len, a_len, strict=True):
             input_ids.append(seq)
             cut = lp + la + specials > len(seq)

@@ -1,0 +1,109 @@
+"""Held-out pairwise accuracy: embedded pretrained DistilBERT vs a randomly initialised one of the same shape.
+
+Same data, recipe and seeds for both; the mean over seeds is what to compare (a few hundred pairs swing with the seed).
+
+    python bench/base_model_comparison.py [--seeds 1 2 3] [--hh_epochs 2]
+
+Prints a Markdown table and writes bench/results/base_model_comparison.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pipeline.base_model import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
+from pipeline.data import build_dataset  # noqa: E402
+
+HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
+
+
+def random_twin(target: Path) -> Path:
+    """A DistilBERT with the embedded model's config and tokenizer but random weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    embedded = resolve_base_model(EMBEDDED_BASE_MODEL)
+    config = AutoConfig.from_pretrained(embedded)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(target)
+    AutoTokenizer.from_pretrained(embedded).save_pretrained(target)
+    return target
+
+
+def length_baselines(dataset_path: Path) -> dict[str, float]:
+    """'Shorter answer wins' and 'longer answer wins' on the same held-out pairs (ties count as wrong)."""
+    test = build_dataset(dataset_path, test_size=0.2, split_seed=42)[0]["test"].to_pandas()
+    chosen, rejected = test["chosen"].str.len(), test["rejected"].str.len()
+    return {"shorter_wins": float((chosen < rejected).mean()), "longer_wins": float((chosen > rejected).mean())}
+
+
+def train_once(model: str, dataset: Path, seed: int, epochs: float, work: Path) -> dict:
+    out = work / f"rm-{abs(hash((model, str(dataset), seed)))}"
+    command = [
+        sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--model_name_or_path", model,
+        "--dataset_path", str(dataset), "--output_dir", str(out), "--seed", str(seed),
+        "--num_train_epochs", str(epochs), "--disable_tqdm", "true",
+    ]  # fmt: skip
+    started = time.time()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    metrics = json.loads((out / "eval_results.json").read_text())
+    metrics["wall_s"] = round(time.time() - started, 1)
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--answers_epochs", type=float, default=4)
+    parser.add_argument("--hh_epochs", type=float, default=2)
+    args = parser.parse_args()
+    datasets = [(REPO / "data/answers.csv", args.answers_epochs)]
+    if HH.is_file():
+        datasets.append((HH, args.hh_epochs))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        bases = {"embedded pretrained": EMBEDDED_BASE_MODEL, "random init": str(random_twin(work / "random"))}
+        for dataset, epochs in datasets:
+            baselines = length_baselines(dataset)
+            for label, model in bases.items():
+                runs = [train_once(model, dataset, seed, epochs, work) for seed in args.seeds]
+                accuracies = [r["pairwise_accuracy"] for r in runs]
+                rows.append(
+                    {
+                        "data": dataset.name, "base": label, "epochs": epochs, "seeds": args.seeds,
+                        "accuracies": accuracies, "mean": statistics.mean(accuracies),
+                        "num_pairs": runs[0]["num_pairs"], "ties": [r["num_ties"] for r in runs],
+                        "wall_s": [r["wall_s"] for r in runs], **baselines,
+                    }
+                )  # fmt: skip
+                print(rows[-1], flush=True)
+    out = REPO / "bench/results/base_model_comparison.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print("\n| data | base | epochs | held-out pairs | accuracy per seed | mean | shorter wins | longer wins |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        per_seed = ", ".join(f"{a:.3f}" for a in r["accuracies"])
+        print(
+            f"| {r['data']} | {r['base']} | {r['epochs']:g} | {r['num_pairs']} | {per_seed} | {r['mean']:.3f} "
+            f"| {r['shorter_wins']:.3f} | {r['longer_wins']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
