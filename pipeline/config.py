@@ -41,6 +41,52 @@ class ScriptArguments:
         },
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the exact held-out evaluation."})
+    test_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Optional separate test set (file, save_to_disk directory or Hub id). It replaces the prompt-level "
+            "split: all of dataset_path trains (minus prompts also in the test set), all of test_path is held out."
+        },
+    )
+    input_shape: str = field(
+        default="auto",
+        metadata={
+            "help": "'ranked' (prompt, answer, rank or score), 'pairwise' (prompt, chosen, rejected[, margin]) or "
+            "'auto' (pairwise when the input has chosen/rejected columns and no answer column)."
+        },
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Input column holding the prompt."})
+    answer_column: str = field(default="answer", metadata={"help": "Ranked input: column holding the answer."})
+    rank_column: str = field(
+        default="rank", metadata={"help": "Ranked input: column holding the rank (1 = best); '' to ignore it."}
+    )
+    score_column: str = field(
+        default="score",
+        metadata={"help": "Ranked input: column of a score (higher = better), used instead of rank; '' to ignore."},
+    )
+    chosen_column: str = field(default="chosen", metadata={"help": "Pairwise input: column of the preferred answer."})
+    rejected_column: str = field(default="rejected", metadata={"help": "Pairwise input: column of the other answer."})
+    margin_column: str = field(
+        default="margin", metadata={"help": "Pairwise input: optional margin column (absent = 1.0 for every pair)."}
+    )
+    dataset_push_to_hub: bool = field(
+        default=False, metadata={"help": "Push the processed DatasetDict to the Hub as dataset_hub_id."}
+    )
+    dataset_hub_id: str | None = field(
+        default=None, metadata={"help": "Hub dataset repo for dataset_push_to_hub, e.g. your-name/preference-pairs."}
+    )
+    min_accuracy: float = field(
+        default=0.0,
+        metadata={"help": "Quality gate: lowest held-out accuracy allowed to push or replace an existing model."},
+    )
+    force_push: bool = field(
+        default=False,
+        metadata={"help": "Push / replace an existing model even when the quality gate fails."},
+    )
+    reward_stats_max_answers: int = field(
+        default=20000,
+        metadata={"help": "Training answers scored (a seeded sample if more) for the stored reward mean/std."},
+    )
 
 
 @dataclass

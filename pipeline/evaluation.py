@@ -24,6 +24,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from pipeline.encoding import encode_preference_pairs
 from pipeline.errors import UserError, cli_entry
 from pipeline.metrics import PAIRWISE_ACCURACY
+from pipeline.pair_metrics import length_scores, summarize
+from pipeline.report_plot import plot_report
 
 
 @torch.inference_mode()
@@ -81,6 +83,83 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not k.endswith("_scores")}
 
 
+def build_report(
+    pairs: pd.DataFrame,
+    result: dict[str, Any],
+    untrained: dict[str, Any] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Headline metric plus interval, rank-gap and listwise metrics, for the model and its baselines (same pairs)."""
+    chosen, rejected = np.asarray(result["chosen_scores"]), np.asarray(result["rejected_scores"])
+    model = {**summarize(pairs, chosen, rejected, n_boot, seed), **summary(result)}
+    baselines = {
+        "longer answer wins": summarize(pairs, *length_scores(pairs, longer_wins=True), n_boot, seed),
+        "shorter answer wins": summarize(pairs, *length_scores(pairs, longer_wins=False), n_boot, seed),
+    }
+    if untrained is not None:
+        baselines["untrained base model"] = summarize(
+            pairs, np.asarray(untrained["chosen_scores"]), np.asarray(untrained["rejected_scores"]), n_boot, seed
+        )
+    trivial = {k: v for k, v in baselines.items() if k != "untrained base model"}
+    best_name = max(trivial, key=lambda k: trivial[k]["pairwise_accuracy"])
+    return {
+        "model": model,
+        "baselines": baselines,
+        "best_trivial_baseline": {"name": best_name, "pairwise_accuracy": trivial[best_name]["pairwise_accuracy"]},
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    rows = {"reward model": report["model"], **report["baselines"]}
+    lines = [
+        "# Held-out evaluation",
+        "",
+        "Pairwise accuracy = pairs where the preferred answer scores strictly higher / all pairs (ties count as "
+        "wrong). Intervals: 95% bootstrap over prompts. Baselines are scored on the same pairs.",
+        "",
+        "| scorer | accuracy | 95% CI | ties | gap 1 | gap 2 | gap 3+ | Kendall tau | top-1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        gaps = [_fmt(r["by_rank_gap"].get(g, {}).get("accuracy")) for g in ("1", "2", "3+")]
+        lines.append(
+            f"| {name} | {r['pairwise_accuracy']:.3f} | {r['ci95'][0]:.3f}–{r['ci95'][1]:.3f} | {r['num_ties']} | "
+            f"{' | '.join(gaps)} | {_fmt(r['kendall_tau'])} | {_fmt(r['top1_accuracy'])} |"
+        )
+    best = report["best_trivial_baseline"]
+    lines += ["", f"{report['model']['num_pairs']} pairs. Best trivial baseline: {best['name']} "
+              f"({best['pairwise_accuracy']:.3f}).", "", "![evaluation](report.png)", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str | Path, pairs: pd.DataFrame, result: dict[str, Any], report: dict[str, Any]) -> None:
+    """pairs.jsonl (per-pair scores), summary.json, report.md and report.png in `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen, rejected = np.asarray(result["chosen_scores"]), np.asarray(result["rejected_scores"])
+    prompt_ids, _ = pd.factorize(pairs["prompt"])
+    per_pair = pd.DataFrame(
+        {
+            "prompt_id": prompt_ids,
+            "chosen_score": chosen,
+            "rejected_score": rejected,
+            "correct": chosen > rejected,
+            "margin": pairs["margin"].to_numpy() if "margin" in pairs else 1.0,
+        }
+    )
+    per_pair.to_json(out / "pairs.jsonl", orient="records", lines=True)
+    (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    plot_report(out / "report.png", chosen, rejected, report["model"], report["baselines"])
+
+
 def load_pairs(data: str) -> pd.DataFrame:
     """Pairs from a ranked file (all C(K,2) pairs, no split) or a saved DatasetDict (its test split)."""
     path = Path(data)
@@ -92,7 +171,8 @@ def load_pairs(data: str) -> pd.DataFrame:
         except (FileNotFoundError, ValueError) as err:
             raise UserError(f"{path}: not a dataset saved with save_to_disk ({err})") from err
         split = loaded["test"] if "test" in loaded else loaded
-        return split.to_pandas()[["prompt", "chosen", "rejected"]]
+        frame = split.to_pandas()
+        return frame[[c for c in ("prompt", "chosen", "rejected", "margin") if c in frame]]
     from pipeline.data import load_ranked, make_pairs
 
     rows, _ = load_ranked(path)
@@ -100,14 +180,20 @@ def load_pairs(data: str) -> pd.DataFrame:
     return pairs
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
+
+
 def load_reward_model(model_dir: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    # transformers 5 quietly returns a 5-token default tokenizer for a directory without tokenizer files.
+    if Path(model_dir).is_dir() and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{model_dir}: cannot load a tokenizer (no tokenizer files); save it with the model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError) as err:
         raise UserError(f"{model_dir}: cannot load a tokenizer ({' '.join(str(err).split())[:200]})") from err
     try:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise UserError(f"{model_dir}: cannot load a reward model ({' '.join(str(err).split())[:200]})") from err
     if model.config.num_labels != 1:
         raise UserError(f"{model_dir}: the model has num_labels={model.config.num_labels}; a reward model has 1")
@@ -121,25 +207,30 @@ def default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Exact pairwise accuracy of a saved reward model.")
+    parser = argparse.ArgumentParser(description="Exact pairwise accuracy of a saved reward model, with a report.")
     parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
     parser.add_argument("--data", required=True, help="ranked CSV/TSV/JSONL file, or a saved DatasetDict directory")
-    parser.add_argument("--output", help="directory for eval_results.json")
+    parser.add_argument("--output", help="directory for eval_results.json, summary.json, pairs.jsonl, report.md/png")
+    parser.add_argument("--base_model", help="also score the untrained base model (directory or Hub id) as a baseline")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, help="default: the tokenizer's model_max_length (capped at 512)")
     args = parser.parse_args(argv)
     pairs = load_pairs(args.data)
     model, tokenizer = load_reward_model(args.model)
-    if torch.cuda.is_available():
-        model.to("cuda")
-    max_length = args.max_length or default_max_length(model, tokenizer)
-    result = summary(evaluate_pairs(model, tokenizer, pairs, max_length, args.batch_size, progress=True))
-    result = {"model": args.model, "data": args.data, **result}
-    print(json.dumps(result, indent=2))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    max_length = args.max_length or default_max_length(model.to(device), tokenizer)
+    result = evaluate_pairs(model, tokenizer, pairs, max_length, args.batch_size, progress=True)
+    untrained = None
+    if args.base_model:
+        base, _ = load_reward_model(args.base_model)
+        untrained = evaluate_pairs(base.to(device), tokenizer, pairs, max_length, args.batch_size, progress=True)
+    report = build_report(pairs, result, untrained)
+    headline = {"model": args.model, "data": args.data, **report["model"]}
+    print(json.dumps(headline, indent=2))
     if args.output:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval_results.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_report(args.output, pairs, result, report)
+        (Path(args.output) / "eval_results.json").write_text(json.dumps(headline, indent=2) + "\n")
+        print(f"report written to {args.output}/report.md")
 
 
 if __name__ == "__main__":

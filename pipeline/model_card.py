@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from pipeline.base_model import EMBEDDED_BASE_MODEL
 
@@ -25,11 +25,16 @@ q2-reward pipeline (TRL `RewardTrainer`, pairwise Bradley-Terry loss) from {base
 ## Held-out evaluation
 
 Exact pairwise accuracy over every held-out pair (prompts never seen in training): the fraction of pairs where the
-preferred answer scores strictly higher. Ties count as wrong.
+preferred answer scores strictly higher. Ties count as wrong. 95% intervals: bootstrap over prompts.
 
 | metric | value |
 |---|---|
 {metrics_table}
+
+{evaluation_table}
+Scores of the training answers have mean {reward_mean:.4f} and standard deviation {reward_std:.4f} (also in
+`config.json` as `reward_mean` / `reward_std`): `(score - reward_mean) / reward_std` gives standardised rewards.
+Per-pair scores, a Markdown report and a figure are in `evaluation/`.
 
 ## Data
 
@@ -77,21 +82,40 @@ def write_model_card(
     *,
     base_model: str,
     metrics: dict[str, Any],
+    evaluation: dict[str, Any],
     data_report: dict[str, Any],
     recipe: dict[str, Any],
     max_length: int,
     truncation_side: str,
     hub_model_id: str | None = None,
 ) -> Path:
+    from pipeline.evaluation import report_markdown
+
     base_description, base_id = describe_base(base_model)
+    data_name = Path(str(data_report.get("source", "data"))).name
+    model_name = hub_model_id.split("/")[-1] if hub_model_id else "reward-model"
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=["reward-model", "trl", "q2-reward", "distilbert"],
         base_model=base_id,
+        model_name=model_name,
+        eval_results=[
+            EvalResult(
+                task_type="text-classification",
+                task_name="Reward modeling (pairwise preference)",
+                dataset_type=data_name,
+                dataset_name=f"{data_name} (held-out prompts)",
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_name="pairwise accuracy",
+                metric_value=round(float(metrics["pairwise_accuracy"]), 4),
+            )
+        ],
     )
+    low, high = metrics["ci95"]
     rows = [
-        ("pairwise accuracy", f"{metrics['pairwise_accuracy']:.4f}"),
+        ("pairwise accuracy", f"{metrics['pairwise_accuracy']:.4f} (95% CI {low:.3f}–{high:.3f})"),
         ("held-out pairs", str(metrics["num_pairs"])),
         ("correct", str(metrics["num_correct"])),
         ("ties (counted wrong)", str(metrics["num_ties"])),
@@ -115,6 +139,9 @@ def write_model_card(
         title=hub_model_id.split("/")[-1] if hub_model_id else "Reward model",
         base_description=base_description,
         metrics_table="\n".join(f"| {k} | {v} |" for k, v in rows),
+        evaluation_table="\n".join(report_markdown(evaluation).splitlines()[4:-3]) + "\n",
+        reward_mean=metrics["reward_mean"],
+        reward_std=metrics["reward_std"],
         data_description=data_description,
         load_path=hub_model_id or "./reward_model",
         max_length=max_length,

@@ -22,16 +22,22 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    set_seed,
+)
 from trl import RewardTrainer  # noqa: E402
 
 from pipeline.atomic import atomic_dir  # noqa: E402
 from pipeline.base_model import resolve_base_model  # noqa: E402
 from pipeline.config import PipelineRewardConfig, ScriptArguments, parse_recipe  # noqa: E402
 from pipeline.data import build_dataset  # noqa: E402
-from pipeline.encoding import encode_preference_pairs  # noqa: E402
+from pipeline.encoding import EncodedPairs, encode_preference_pairs  # noqa: E402
 from pipeline.errors import UserError, cli_entry  # noqa: E402
-from pipeline.evaluation import evaluate_pairs, summary  # noqa: E402
+from pipeline.evaluation import build_report, evaluate_pairs, score_ids, write_report  # noqa: E402
 from pipeline.hub import push_folder  # noqa: E402
 from pipeline.model_card import write_model_card  # noqa: E402
 
@@ -44,7 +50,7 @@ RECIPE_KEYS_IN_CARD = (
 
 def tokenized_split(
     tokenizer: PreTrainedTokenizerBase, split: Dataset, max_length: int, use_margin: bool
-) -> tuple[Dataset, dict[str, int]]:
+) -> tuple[Dataset, EncodedPairs, dict[str, int]]:
     """chosen_ids/rejected_ids for RewardTrainer, encoded with the Quick Start call (never TRL's text path)."""
     pairs = split.to_pandas()
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
@@ -60,7 +66,33 @@ def tokenized_split(
         "answer_truncated_pairs": int(encoded.answer_truncated_pairs.sum()),
         "tokens": int(sum(len(x) for x in columns["chosen_ids"]) + sum(len(x) for x in columns["rejected_ids"])),
     }
-    return Dataset.from_dict(columns), stats
+    return Dataset.from_dict(columns), encoded, stats
+
+
+def reward_statistics(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: EncodedPairs, limit: int, batch_size: int
+) -> dict[str, float | int]:
+    """Mean and std of the trained model's scores over the training answers, so users can standardise scores."""
+    ids = encoded.texts.input_ids
+    index = np.arange(len(ids))
+    if len(index) > limit:
+        index = np.sort(np.random.default_rng(0).choice(index, size=limit, replace=False))
+    scores = score_ids(model, tokenizer, [ids[i] for i in index], batch_size)
+    return {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()), "reward_stats_answers": len(index)}
+
+
+def quality_gate(report: dict[str, Any], min_accuracy: float) -> str | None:
+    """Why this model should not be pushed or replace another one, or None when it passes."""
+    accuracy = report["model"]["pairwise_accuracy"]
+    best = report["best_trivial_baseline"]
+    if accuracy < min_accuracy:
+        return f"held-out accuracy {accuracy:.4f} is below min_accuracy {min_accuracy:.4f}"
+    if accuracy <= best["pairwise_accuracy"]:
+        return (
+            f"held-out accuracy {accuracy:.4f} is not above the best trivial baseline "
+            f"({best['name']}: {best['pairwise_accuracy']:.4f})"
+        )
+    return None
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -108,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(
         base_model, truncation_side=script_args.truncation_side, model_max_length=training_args.max_length
     )
-    train_set, train_stats = tokenized_split(
+    train_set, train_encoded, train_stats = tokenized_split(
         tokenizer, dataset["train"], training_args.max_length, script_args.use_margin
     )
     report_dict = report.as_dict()
@@ -120,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"(answer cut in {train_stats['answer_truncated_pairs']})"
         )
 
+    set_seed(training_args.seed)  # the new reward head is random: seed it so runs repeat exactly
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # we push ourselves, after the local copy is complete
@@ -131,33 +164,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training_args.output_dir = str(output_dir)
 
     results: dict[str, Any] = {}
+    gate_failure: str | None = None
     if is_main:
-        held_out = evaluate_pairs(
-            trainer.model,
-            tokenizer,
-            dataset["test"].to_pandas(),
-            training_args.max_length,
-            script_args.eval_batch_size,
-            progress=True,
+        trained = trainer.model
+        test_pairs = dataset["test"].to_pandas()
+        evaluate_args = (tokenizer, test_pairs, training_args.max_length, script_args.eval_batch_size)
+        held_out = evaluate_pairs(trained, *evaluate_args, progress=True)
+        set_seed(training_args.seed)  # the same random head as before training
+        untrained_model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+        untrained = evaluate_pairs(untrained_model.to(trained.device), *evaluate_args)
+        del untrained_model
+        evaluation = build_report(test_pairs, held_out, untrained, seed=training_args.seed)
+        stats = reward_statistics(
+            trained, tokenizer, train_encoded, script_args.reward_stats_max_answers, script_args.eval_batch_size
         )
+        trained.config.update(stats)  # saved in config.json: (score - reward_mean) / reward_std standardises
         results = {
-            **summary(held_out),
+            **evaluation["model"],
+            "best_trivial_baseline": evaluation["best_trivial_baseline"],
             "split": "test",
             "test_prompts": report.splits["test"]["prompts"],
             "train_pairs": report.splits["train"]["pairs"],
+            **stats,
             "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1),
             "total_runtime_s": round(time.time() - started, 1),
         }
-        with atomic_dir(output_dir) as staging:
+        failure = quality_gate(evaluation, script_args.min_accuracy)
+        replacing = (output_dir / "config.json").exists()
+        target = output_dir
+        if failure and (push or replacing):
+            if script_args.force_push:
+                print(f"warning: {failure}; continuing because force_push is set")
+            else:
+                target = output_dir.with_name(f"{output_dir.name}-candidate")
+                action = f"not pushing to {training_args.hub_model_id}" if push else f"not replacing {output_dir}"
+                gate_failure = (
+                    f"quality gate: {failure}; {action}. The new model is saved in {target}. "
+                    "To push or replace anyway, set force_push: true in the recipe (or pass --force_push true)"
+                )
+        elif failure:
+            print(f"warning: {failure}")
+        with atomic_dir(target) as staging:
             trainer.save_model(str(staging))
             tokenizer.save_pretrained(str(staging))
             (staging / "training_args.bin").unlink(missing_ok=True)  # pickled config; the card has the recipe
             (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
             (staging / "data_report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
+            write_report(staging / "evaluation", test_pairs, held_out, evaluation)
             write_model_card(
                 staging,
                 base_model=model_args.model_name_or_path,
                 metrics=results,
+                evaluation=evaluation,
                 data_report=report_dict,
                 recipe=recipe_summary(script_args, training_args, model_args.model_name_or_path),
                 max_length=training_args.max_length,
@@ -166,9 +224,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         if training_args.save_strategy == "no":
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        print(json.dumps(results, indent=2))
-        print(f"saved reward model to {output_dir}")
+        print((target / "evaluation" / "report.md").read_text())
+        print(json.dumps({k: results[k] for k in ("pairwise_accuracy", "ci95", "num_pairs", "num_ties")}))
+        print(f"saved reward model to {target}")
     trainer.accelerator.wait_for_everyone()
+    if gate_failure:
+        raise UserError(gate_failure)
     if is_main and push:
         url = push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo)
         print(f"pushed to {url}")

@@ -62,6 +62,15 @@ def test_train_saves_a_loadable_model_with_card_and_results(trained) -> None:
     card = (output_dir / "README.md").read_text()
     assert f"{results['pairwise_accuracy']:.4f}" in card and "None" not in card
     assert "data: " in result.stdout and "pairs" in result.stdout
+    evaluation = output_dir / "evaluation"
+    assert {p.name for p in evaluation.iterdir()} == {"pairs.jsonl", "summary.json", "report.md", "report.png"}
+    summary = json.loads((evaluation / "summary.json").read_text())
+    assert summary["model"]["pairwise_accuracy"] == results["pairwise_accuracy"]
+    assert set(summary["baselines"]) == {"longer answer wins", "shorter answer wins", "untrained base model"}
+    assert len((evaluation / "pairs.jsonl").read_text().splitlines()) == results["num_pairs"]
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["reward_std"] > 0 and config["reward_mean"] == results["reward_mean"]
+    assert "model-index:" in card and "pairwise accuracy" in card
 
 
 def test_quick_start_reproduces_the_reported_accuracy_exactly(trained) -> None:
@@ -99,7 +108,7 @@ def test_evaluation_cli_matches_training_report(trained) -> None:
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    printed = json.loads(result.stdout[result.stdout.index("{") :])
+    printed = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
     trained_results = json.loads((output_dir / "eval_results.json").read_text())
     assert printed["pairwise_accuracy"] == trained_results["pairwise_accuracy"]
     assert printed["num_pairs"] == trained_results["num_pairs"]
@@ -109,10 +118,41 @@ def test_evaluation_cli_matches_training_report(trained) -> None:
 def test_rerun_replaces_the_model_whole(trained, tiny_model_dir: Path) -> None:
     output_dir, recipe, _ = trained
     before = (output_dir / "model.safetensors").read_bytes()
-    result = launch("--config", str(recipe), "--learning_rate", "3e-3", "--max_steps", "2")
+    result = launch("--config", str(recipe), "--learning_rate", "3e-3", "--max_steps", "2", "--force_push", "true")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output_dir / "model.safetensors").read_bytes() != before
     assert not [p for p in output_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_quality_gate_refuses_to_replace_and_keeps_both_models(trained) -> None:
+    output_dir, recipe, _ = trained
+    before = (output_dir / "model.safetensors").read_bytes()
+    candidate = output_dir.with_name("reward_model-candidate")
+    result = subprocess.run(
+        [sys.executable, "pipeline/train.py", "--config", str(recipe), "--max_steps", "1", "--min_accuracy", "0.99"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: quality gate: held-out accuracy") and "below min_accuracy 0.9900" in error
+    assert "force_push: true" in error and str(candidate) in error
+    assert (output_dir / "model.safetensors").read_bytes() == before
+    assert (candidate / "model.safetensors").is_file() and (candidate / "eval_results.json").is_file()
+    shutil.rmtree(candidate)
+
+
+def test_push_offline_is_one_line_and_keeps_local_model(trained) -> None:
+    output_dir, recipe, _ = trained
+    result = subprocess.run(
+        [sys.executable, "pipeline/train.py", "--config", str(recipe), "--max_steps", "1", "--force_push", "true",
+         "--push_to_hub", "true", "--hub_model_id", "someone/rm"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot push to someone/rm: offline mode is on")
+    assert "Traceback" not in result.stderr
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
+    assert "someone/rm" in (output_dir / "README.md").read_text()
 
 
 def test_unknown_key_is_a_one_line_error(trained) -> None:
