@@ -29,6 +29,13 @@ class ScriptArguments:
         default=True,
         metadata={"help": "Drop (and count) rows whose answer is empty; when false they are an error."},
     )
+    objective: str = field(
+        default="pairwise",
+        metadata={
+            "help": "'pairwise': TRL's loss on every (chosen, rejected) pair. 'ranking': batches of whole prompts, "
+            "each answer encoded once, loss averaged over the prompt's ordered pairs (same loss when K = 2)."
+        },
+    )
     use_margin: bool = field(
         default=False,
         metadata={"help": "Subtract the rank gap (margin) inside the pairwise loss, as in Llama 2's reward model."},
@@ -122,6 +129,8 @@ class PipelineRewardConfig(RewardConfig):
             self.bf16 = (
                 not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
             )
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
         if self.activation_checkpointing is None:  # off unless asked for under either name
             self.activation_checkpointing = bool(self.gradient_checkpointing)
         super().__post_init__()
@@ -171,6 +180,8 @@ def validate(
 ) -> None:
     if not 0.0 < script_args.test_size < 1.0:
         raise UserError(f"recipe {recipe}: test_size must be between 0 and 1 (got {script_args.test_size})")
+    if script_args.objective not in ("pairwise", "ranking"):
+        raise UserError(f"recipe {recipe}: objective must be 'pairwise' or 'ranking' (got {script_args.objective!r})")
     if script_args.truncation_side not in ("left", "right"):
         raise UserError(
             f"recipe {recipe}: truncation_side must be 'left' or 'right' (got {script_args.truncation_side!r})"

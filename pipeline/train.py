@@ -29,7 +29,6 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerBase,
     set_seed,
 )
-from trl import RewardTrainer  # noqa: E402
 
 from pipeline.atomic import atomic_dir  # noqa: E402
 from pipeline.base_model import resolve_base_model  # noqa: E402
@@ -40,33 +39,40 @@ from pipeline.errors import UserError, cli_entry  # noqa: E402
 from pipeline.evaluation import build_report, evaluate_pairs, score_ids, write_report  # noqa: E402
 from pipeline.hub import push_folder  # noqa: E402
 from pipeline.model_card import write_model_card  # noqa: E402
+from pipeline.trainers import (  # noqa: E402
+    GroupCollator,
+    PairwiseRewardTrainer,
+    RankingRewardTrainer,
+    pairwise_dataset,
+    ranking_dataset,
+)
 
 RECIPE_KEYS_IN_CARD = (
-    "model_name_or_path", "dataset_path", "test_size", "split_seed", "use_margin", "truncation_side", "max_length",
+    "model_name_or_path", "dataset_path", "objective", "train_sampling_strategy", "test_size", "split_seed",
+    "use_margin", "truncation_side", "max_length",
     "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "bf16", "seed",
 )  # fmt: skip
 
 
-def tokenized_split(
-    tokenizer: PreTrainedTokenizerBase, split: Dataset, max_length: int, use_margin: bool
+def training_set(
+    tokenizer: PreTrainedTokenizerBase, split: Dataset, max_length: int, objective: str, use_margin: bool
 ) -> tuple[Dataset, EncodedPairs, dict[str, int]]:
-    """chosen_ids/rejected_ids for RewardTrainer, encoded with the Quick Start call (never TRL's text path)."""
+    """Token ids for the trainer, encoded with the Quick Start call (never TRL's text path)."""
     pairs = split.to_pandas()
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
-    ids = encoded.texts.input_ids
-    columns: dict[str, Any] = {
-        "chosen_ids": [ids[i] for i in encoded.chosen],
-        "rejected_ids": [ids[i] for i in encoded.rejected],
-    }
-    if use_margin:
-        columns["margin"] = pairs["margin"].astype(np.float32).tolist()
+    if objective == "ranking":
+        dataset = ranking_dataset(pairs, encoded)
+        sequences = sum(len(x) for x in dataset["answer_ids"])
+    else:
+        dataset = pairwise_dataset(encoded, pairs["margin"].to_numpy() if use_margin else None)
+        sequences = 2 * len(pairs)
     stats = {
         "truncated_pairs": int(encoded.truncated_pairs.sum()),
         "answer_truncated_pairs": int(encoded.answer_truncated_pairs.sum()),
-        "tokens": int(sum(len(x) for x in columns["chosen_ids"]) + sum(len(x) for x in columns["rejected_ids"])),
+        "sequences_per_epoch": int(sequences),
     }
-    return Dataset.from_dict(columns), encoded, stats
+    return dataset, encoded, stats
 
 
 def reward_statistics(
@@ -140,8 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(
         base_model, truncation_side=script_args.truncation_side, model_max_length=training_args.max_length
     )
-    train_set, train_encoded, train_stats = tokenized_split(
-        tokenizer, dataset["train"], training_args.max_length, script_args.use_margin
+    train_set, train_encoded, train_stats = training_set(
+        tokenizer, dataset["train"], training_args.max_length, script_args.objective, script_args.use_margin
     )
     report_dict = report.as_dict()
     report_dict["train_tokenization"] = train_stats
@@ -159,7 +165,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Checkpoints (if the recipe asks for them) live beside the model, not inside it: the model dir is replaced whole.
     checkpoint_dir = output_dir.resolve().parent / f".{output_dir.name}.checkpoints"
     training_args.output_dir = str(checkpoint_dir)
-    trainer = RewardTrainer(model=model, args=training_args, train_dataset=train_set, processing_class=tokenizer)
+    if script_args.objective == "ranking":
+        trainer = RankingRewardTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_set,
+            processing_class=tokenizer,
+            data_collator=GroupCollator(tokenizer.pad_token_id),
+            use_margin=script_args.use_margin,
+        )
+    else:
+        trainer = PairwiseRewardTrainer(
+            model=model, args=training_args, train_dataset=train_set, processing_class=tokenizer
+        )
     train_result = trainer.train()
     training_args.output_dir = str(output_dir)
 
