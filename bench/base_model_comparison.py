@@ -2,7 +2,7 @@
 
 Same data, recipe and seeds for both; the mean over seeds is what to compare (a few hundred pairs swing with the seed).
 
-    python bench/base_model_comparison.py [--seeds 1 2 3] [--hh_epochs 2]
+    python bench/base_model_comparison.py [--seeds 1 2 3] [--hh_epochs 1] [--only answers|hh]
 
 Prints a Markdown table and writes bench/results/base_model_comparison.json.
 """
@@ -69,10 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--answers_epochs", type=float, default=4)
-    parser.add_argument("--hh_epochs", type=float, default=2)
+    parser.add_argument("--hh_epochs", type=float, default=1)
+    parser.add_argument("--only", choices=["answers", "hh"], help="run one of the two data sets")
+    parser.add_argument("--output", default="bench/results/base_model_comparison.json")
     args = parser.parse_args()
-    datasets = [(REPO / "data/answers.csv", args.answers_epochs)]
-    if HH.is_file():
+    datasets = []
+    if args.only in (None, "answers"):
+        datasets.append((REPO / "data/answers.csv", args.answers_epochs))
+    if args.only in (None, "hh") and HH.is_file():
         datasets.append((HH, args.hh_epochs))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +96,7 @@ def main() -> None:
                     }
                 )  # fmt: skip
                 print(rows[-1], flush=True)
-    out = REPO / "bench/results/base_model_comparison.json"
+    out = REPO / args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=2) + "\n")
     print("\n| data | base | epochs | held-out pairs | accuracy per seed | mean | shorter wins | longer wins |")

@@ -1,28 +1,71 @@
-"""Data step: ranked answers -> all C(K,2) preference pairs per prompt -> prompt-level train/test DatasetDict.
+"""Data step: ranked answers or preference pairs -> prompt-level train/test DatasetDict of preference pairs.
 
-Policy (what is an error, what is a counted drop) is documented in README.md.
+Inputs: CSV, TSV, JSONL/JSON, Parquet, a `save_to_disk` directory or a Hub dataset id, in two shapes: ranked
+(prompt, answer, rank or score) and pairwise (prompt, chosen, rejected[, margin]). The policy (what is an error, what
+is a counted drop) is documented in README.md, "Input format and data policy".
 
     python -m pipeline.data --config recipes/quickstart.yaml [--dataset_path FILE] [--output_dir DIR]
+
+Row-level work is vectorised (pyarrow compute and numpy). Python loops touch only distinct prompts (the split hash),
+or run on the error path to find the exact row of a malformed record.
 """
 
 from __future__ import annotations
 
+import csv
+import difflib
 import hashlib
+import io
 import json
+import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
 from pipeline.atomic import atomic_dir
 from pipeline.errors import UserError, cli_entry
 
 RANKED_COLUMNS = ("prompt", "answer", "rank")
-HEADER_LINES = 1  # spreadsheet row of a record = its 0-based position + 1 (header) + 1
+PAIRWISE_COLUMNS = ("prompt", "chosen", "rejected")
+HEADER_LINES = 1  # spreadsheet row of a CSV record = its 0-based position + 1 (header) + 1
+SHAPES = ("auto", "ranked", "pairwise")
+MAX_PAIRS = 200_000_000  # all C(K,2) pairs of a prompt with K answers; beyond this the output would not fit anyway
+
+_FORMATS = {
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+    ".parquet": "parquet", ".pq": "parquet",
+}  # fmt: skip
+_UNREADABLE = {".xlsx", ".xls", ".ods", ".numbers", ".gz", ".bz2", ".zip", ".xz", ".zst"}
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_READ_CHUNK = 1 << 24
+_CSV_BLOCK = 1 << 24
+_TAKE_BATCH = 1 << 20
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Input column names, set with the recipe keys prompt_column, answer_column, ...; '' switches a column off."""
+
+    prompt: str = "prompt"
+    answer: str = "answer"
+    rank: str = "rank"
+    score: str = "score"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    margin: str = "margin"
+
+    @classmethod
+    def from_args(cls, args: Any) -> ColumnMap:
+        return cls(**{f.name: getattr(args, f"{f.name}_column", f.default) for f in fields(cls)})
 
 
 @dataclass
@@ -37,13 +80,21 @@ class DataReport:
     pairs: int = 0
     tied_pairs_skipped: int = 0
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
+    input_format: str = ""
+    shape: str = ""
+    fingerprint: str = ""
+    columns: dict[str, str] = field(default_factory=dict)
+    margin: str = ""
+    split_method: str = ""
+    notes: list[str] = field(default_factory=list)
+    test_file: DataReport | None = None
 
     def drop(self, reason: str, count: int) -> None:
         if count:
             self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        result = {
             "source": self.source,
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
@@ -53,185 +104,1159 @@ class DataReport:
             "pairs": self.pairs,
             "tied_pairs_skipped": self.tied_pairs_skipped,
             "splits": self.splits,
+            "input_format": self.input_format,
+            "shape": self.shape,
+            "fingerprint": self.fingerprint,
+            "columns": dict(self.columns),
+            "margin": self.margin,
+            "split_method": self.split_method,
+            "notes": list(self.notes),
         }
+        if self.test_file is not None:
+            result["test_file"] = self.test_file.as_dict()
+        return result
 
-    def summary(self) -> str:
+    def _lines(self) -> list[str]:
         dropped = ", ".join(f"{k}: {v}" for k, v in self.dropped.items()) or "none"
-        lines = [
-            f"data: {self.source}",
+        kind = ", ".join(x for x in (self.input_format, self.shape) if x)
+        return [
+            f"data: {self.source}"
+            + (f" ({kind})" if kind else "")
+            + (f" {self.fingerprint[:19]}" if self.fingerprint else ""),
             f"  rows read {self.rows_read}, kept {self.rows_kept}, dropped {sum(self.dropped.values())} ({dropped})",
             f"  prompts {self.prompts}, pairs {self.pairs}"
             + (f", tied pairs skipped {self.tied_pairs_skipped}" if self.tied_pairs_skipped else ""),
+            *(f"  note: {note}" for note in self.notes),
         ]
+
+    def summary(self) -> str:
+        lines = self._lines()
+        if self.test_file is not None:
+            lines += ["test " + line if i == 0 else line for i, line in enumerate(self.test_file._lines())]
+        if self.split_method:
+            lines.append(f"  split: {self.split_method}")
         for name, sizes in self.splits.items():
             lines.append(f"  {name}: {sizes['prompts']} prompts, {sizes['pairs']} pairs")
         return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Reading: every source becomes a _Table (a pyarrow table plus what is needed to name a row in an error message).
+
+
+@dataclass
+class _Table:
+    table: pa.Table
+    label: str  # the file (or "DIR [train split]") as error messages name it
+    kind: str  # csv, tsv, jsonl, json, parquet, save_to_disk, hub
+    fingerprint: str
+    first_row: int = 1  # row number of record 0 (2 for CSV/TSV: the header is row 1)
+    row_word: str = "row"
+    row_map: Callable[[], np.ndarray | None] | None = None  # exact numbers when blank lines shift them
+    nested: dict[str, int] = field(default_factory=dict)  # column -> first record holding a list/object
+    notes: list[str] = field(default_factory=list)
+    _rows: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def rows(self, index: Any) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        if self.row_map is not None:
+            if self._rows is None:
+                exact = self.row_map()
+                self._rows = exact if exact is not None and len(exact) == self.num_rows else np.empty(0, np.int64)
+            if len(self._rows):
+                return self._rows[index]
+        return index + self.first_row
+
+    def release(self) -> None:
+        """Free the raw table once the validated columns are extracted (halves peak memory on big inputs)."""
+        self.table = self.table.schema.empty_table()
+
+    def where(self, index: int) -> str:
+        return f"{self.row_word} {int(self.rows([index])[0])}"
+
+
+def _one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join((str(err).strip() or type(err).__name__).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def _scan(path: Path) -> tuple[str, int, bytes]:
+    """One pass over the bytes: sha256, number of '"' and the first 4 bytes."""
+    digest, quotes, head = hashlib.sha256(), 0, b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+            quotes += chunk.count(b'"')
+            head = head or chunk[:4]
+    return f"sha256:{digest.hexdigest()}", quotes, head
+
+
+def _has_blank_line(path: Path, pattern: bytes = rb"\n[ \t]*\r?\n|^\s*\n") -> bool:
+    """Whether an empty line (skipped by the readers, so it shifts row numbers) may occur; checked lazily."""
+    data = path.read_bytes()
+    return re.search(pattern, data) is not None
+
+
+def _check_encoding(head: bytes, label: str) -> None:
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"{label}: the file is UTF-16, not UTF-8; re-save it as UTF-8 (in Excel: CSV UTF-8)")
+
+
+def _read_header(path: Path, sep: str, label: str) -> list[str]:
+    """The header record, parsed with Python's csv module (it may span lines when a name is quoted)."""
+    raw, record = b"", None
+    with open(path, "rb") as handle:
+        while record is None:
+            line = handle.readline()
+            raw += line
+            text = raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+            try:
+                record = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True), [])
+            except csv.Error as err:
+                if "unexpected end of data" not in str(err):
+                    raise UserError(
+                        f"{label}: row 1 (the header) cannot be parsed ({err}); fix the column names"
+                    ) from err
+                if not line or len(raw) > 1 << 16:
+                    raise _quote_error(label, 1, 1) from err
+                continue  # a quoted name with a line break: read on
+    if not record and not path.read_bytes().strip(b"\xef\xbb\xbf \t\r\n"):
+        raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
+    if not record:
+        raise UserError(f"{label}: row 1 is empty; the first row must be the header ({','.join(RANKED_COLUMNS)})")
+    if any("\udc80" <= ch <= "\udcff" for name in record for ch in name):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"{label}: row 1 (the header) is not valid UTF-8 at byte offset {err.start}; re-save the file as UTF-8"
+            ) from err
+    return [name.strip() for name in record]
+
+
+def _csv_records(path: Path, sep: str):
+    """(row, first line, record, lines) for every record, blank ones included; the slow, exact error path."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(iter(lines), delimiter=sep)
+    previous = 0
+    for index, record in enumerate(reader):
+        yield index + 1, previous + 1, record, lines
+        previous = reader.line_num
+
+
+def _unterminated(lines: list[str], start_line: int, sep: str) -> bool:
+    rest = io.StringIO("".join(lines[start_line - 1 :]), newline="")
+    try:
+        next(csv.reader(rest, delimiter=sep, strict=True), None)
+    except csv.Error as err:
+        return "unexpected end of data" in str(err)
+    return False
+
+
+def _quote_error(label: str, row: int, line: int) -> UserError:
+    return UserError(
+        f"{label}: row {row} (line {line}): a quoted field opens here and is never closed, so the rest of the file "
+        'would be read into it; add the closing quote (a quote inside a quoted field is written "")'
+    )
+
+
+def _diagnose_delimited(path: Path, sep: str, ncols: int, label: str, err: BaseException) -> UserError:
+    """Find the exact row behind a parse error of pyarrow's reader."""
+    last = None
+    for row, line, record, lines in _csv_records(path, sep):
+        if row == 1 or not record:
+            continue
+        if any("\udc80" <= ch <= "\udcff" for value in record for ch in value):
+            return UserError(f"{label}: row {row} (line {line}) is not valid UTF-8; re-save the file as UTF-8")
+        if len(record) != ncols:
+            if _unterminated(lines, line, sep):
+                return _quote_error(label, row, line)
+            name = "a tab" if sep == "\t" else f"'{sep}'"
+            return UserError(
+                f"{label}: row {row} (line {line}) has {len(record)} fields but the header has {ncols}; "
+                f"put quotes around fields that contain {name}, or fix the row"
+            )
+        last = (row, line, lines)
+    if last and _unterminated(last[2], last[1], sep):
+        return _quote_error(label, last[0], last[1])
+    return UserError(f"{label}: cannot be parsed ({_one_line(err)})")
+
+
+def _check_closed_quotes(path: Path, sep: str, label: str) -> None:
+    """An odd number of '"' may mean the last record's quote is never closed (pyarrow reads that silently)."""
+    last = None
+    for row, line, record, lines in _csv_records(path, sep):
+        if record:
+            last = (row, line, lines)
+    if last and _unterminated(last[2], last[1], sep):
+        raise _quote_error(label, last[0], last[1])
+
+
+def _csv_row_numbers(path: Path, sep: str) -> np.ndarray:
+    """Spreadsheet row of every data record when blank lines (skipped by the reader) shift them."""
+    return np.array([row for row, _, record, _ in _csv_records(path, sep) if row > 1 and record], dtype=np.int64)
+
+
+def _read_delimited(path: Path, kind: str, label: str) -> _Table:
+    import pyarrow.csv as pacsv
+
+    sep = "\t" if kind == "tsv" else ","
+    fingerprint, quotes, head = _scan(path)
+    _check_encoding(head, label)
+    names = _read_header(path, sep, label)
+    generated = [f"f{i}" for i in range(len(names))]
+    try:
+        # The header is read as data row 0 (then dropped), so pyarrow and Python agree on where records start.
+        table = pacsv.read_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(column_names=generated, block_size=_CSV_BLOCK),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(generated, pa.binary()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _diagnose_delimited(path, sep, len(names), label, err) from err
+    if quotes % 2:
+        _check_closed_quotes(path, sep, label)
+    table = table.slice(1).rename_columns(names)
+    row_map = lambda: _csv_row_numbers(path, sep) if _has_blank_line(path) else None  # noqa: E731
+    return _Table(table, label, kind, fingerprint, first_row=HEADER_LINES + 1, row_map=row_map)
+
+
+def _records_table(records: list[dict]) -> tuple[pa.Table, dict[str, int]]:
+    """Columns from parsed JSON objects: numbers stay numbers, other scalars become text, lists/objects are flagged."""
+    names = list(dict.fromkeys(key for record in records for key in record))
+    columns, nested = {}, {}
+    for name in names:
+        values = [record.get(name) for record in records]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds and kinds <= {int, float}:
+            columns[name] = pa.array(values, pa.float64())
+        elif kinds & {list, dict}:
+            nested[name] = next(i for i, v in enumerate(values) if isinstance(v, (list, dict)))
+            try:  # kept as they are for read_table; _text refuses them
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.large_string())
+        else:
+            text = [v if isinstance(v, str) or v is None else json.dumps(v) for v in values]
+            columns[name] = pa.array(text, pa.large_string())
+    table = pa.table(columns) if columns else pa.table({"": pa.nulls(len(records))})
+    return table, nested
+
+
+def _read_jsonl_python(path: Path, label: str, fingerprint: str) -> _Table:
+    """Line-by-line JSON: exact line numbers for errors, and columns that mix numbers and text."""
+    records, numbers = [], []
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{label}: line {number} is not valid UTF-8; re-save the file as UTF-8") from err
+        except json.JSONDecodeError as err:
+            raise UserError(f"{label}: line {number} is not valid JSON ({err.msg}); one JSON object per line") from err
+        if not isinstance(record, dict):
+            raise UserError(f"{label}: line {number} is a JSON {type(record).__name__}, not an object")
+        records.append(record)
+        numbers.append(number)
+    if not records:
+        raise UserError(f"{label}: the file is empty; expected one JSON object per line")
+    table, nested = _records_table(records)
+    exact = np.array(numbers, dtype=np.int64)
+    return _Table(table, label, "jsonl", fingerprint, row_word="line", row_map=lambda: exact, nested=nested)
+
+
+def _jsonl_line_numbers(path: Path) -> np.ndarray:
+    lines = path.read_bytes().split(b"\n")
+    return np.array([i + 1 for i, line in enumerate(lines) if line.strip()], dtype=np.int64)
+
+
+def _read_jsonl(path: Path, label: str) -> _Table:
+    import pyarrow.json as pajson
+
+    fingerprint, _, head = _scan(path)
+    _check_encoding(head, label)
+    try:
+        table = pajson.read_json(str(path))
+    except (pa.ArrowInvalid, OSError):  # malformed line, mixed types, empty file: the exact (slower) reader says which
+        return _read_jsonl_python(path, label, fingerprint)
+    if table.num_rows == 0:
+        return _read_jsonl_python(path, label, fingerprint)
+    row_map = lambda: _jsonl_line_numbers(path) if _has_blank_line(path) else None  # noqa: E731
+    return _Table(table, label, "jsonl", fingerprint, row_word="line", row_map=row_map)
+
+
+def _read_json(path: Path, label: str) -> _Table:
+    fingerprint, _, head = _scan(path)
+    _check_encoding(head, label)
+    try:
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{label}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
+    if not text.strip():
+        raise UserError(f"{label}: the file is empty; expected a JSON array of objects")
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path, label)  # JSON Lines under a .json name
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{label}: not valid JSON at line {err.lineno} ({err.msg})") from err
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise UserError(f"{label}: record {bad + 1} is not a JSON object; expected an array of objects")
+    table, nested = _records_table(records)
+    return _Table(table, label, "json", fingerprint, row_word="record", nested=nested)
+
+
+def _read_parquet(path: Path, label: str) -> _Table:
+    import pyarrow.parquet as pq
+
+    fingerprint = _scan(path)[0]
+    try:
+        table = pq.read_table(str(path))
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{label}: not a readable Parquet file ({_one_line(err)})") from err
+    return _Table(table, label, "parquet", fingerprint)
+
+
+def _file_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _UNREADABLE:
+        raise UserError(f"{path}: {suffix} files are not read; export the sheet as CSV (UTF-8), TSV, JSONL or Parquet")
+    return _FORMATS.get(suffix, "csv")
+
+
+def _read_file(path: Path) -> _Table:
+    kind, label = _file_kind(path), str(path)
+    if path.stat().st_size == 0:
+        raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
+    if kind in ("csv", "tsv"):
+        return _read_delimited(path, kind, label)
+    if kind == "jsonl":
+        return _read_jsonl(path, label)
+    if kind == "json":
+        return _read_json(path, label)
+    return _read_parquet(path, label)
+
+
+def _dataset_table(dataset: Any, label: str, kind: str, split: str | None) -> _Table:
+    if not isinstance(dataset, Dataset):
+        raise UserError(f"{label}: a streaming (iterable) dataset cannot be used; load it without streaming")
+    if dataset._indices is not None:
+        dataset = dataset.flatten_indices()
+    seen = f"{kind}:{split or ''}:{dataset._fingerprint}"
+    fingerprint = f"sha256:{hashlib.sha256(seen.encode()).hexdigest()}"
+    return _Table(dataset.data.table, f"{label} [{split} split]" if split else label, kind, fingerprint)
+
+
+def _from_datasets(loaded: Any, label: str, kind: str, role: str) -> tuple[_Table, _Table | None]:
+    """A Dataset, or a DatasetDict whose train (and test) splits are used; test role: its test split."""
+    if not isinstance(loaded, Mapping):
+        return _dataset_table(loaded, label, kind, None), None
+    names = list(loaded)
+    if role == "test":
+        name = "test" if "test" in names else names[0] if len(names) == 1 else None
+        if name is None:
+            raise UserError(f"{label}: has splits {', '.join(names)} but none is 'test'; give a single test set")
+        return _dataset_table(loaded[name], label, kind, name), None
+    name = "train" if "train" in names else names[0] if len(names) == 1 else None
+    if name is None:
+        raise UserError(f"{label}: has splits {', '.join(names)}; it needs a 'train' split (and optionally 'test')")
+    main = _dataset_table(loaded[name], label, kind, name)
+    test = _dataset_table(loaded["test"], label, kind, "test") if name == "train" and "test" in names else None
+    ignored = [n for n in names if n not in (name, "test")]
+    if ignored:
+        main.notes.append(f"splits not used: {', '.join(ignored)}")
+    return main, test
+
+
+def _read_hub(name: str, role: str) -> tuple[_Table, _Table | None]:
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    where = f"{name}: no such file or directory here, and as a Hugging Face Hub dataset id it"
+    try:
+        loaded = datasets.load_dataset(name)
+    except DatasetNotFoundError as err:
+        raise UserError(f"{where} does not exist (or needs a token); check dataset_path") from err
+    except ConnectionError as err:
+        if "OfflineModeIsEnabled" in str(err) or datasets.config.HF_HUB_OFFLINE:
+            raise UserError(
+                f"{where} cannot be loaded: offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache; "
+                "unset HF_HUB_OFFLINE or give a local file"
+            ) from err
+        raise UserError(f"{where} cannot be loaded: the Hugging Face Hub is unreachable; give a local file") from err
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise UserError(f"{where} cannot be loaded ({_one_line(err)})") from err
+    return _from_datasets(loaded, name, "hub", role)
+
+
+def _read_source(path: str | Path, role: str = "main") -> tuple[_Table, _Table | None]:
+    """A file, a save_to_disk directory or a Hub dataset id; returns the table and a test table if the input has one."""
+    text = str(path)
+    local = Path(path)
+    if local.is_file():
+        return _read_file(local), None
+    if local.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            loaded = load_from_disk(text)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise UserError(
+                f"{text}: a directory, but not a dataset saved with save_to_disk ({_one_line(err)}); "
+                "give a file or a saved dataset directory"
+            ) from err
+        return _from_datasets(loaded, text, "save_to_disk", role)
+    key = "test_path" if role == "test" else "dataset_path"
+    if local.suffix.lower() in _FORMATS or local.suffix.lower() in _UNREADABLE or not _HUB_ID.fullmatch(text):
+        raise UserError(f"{text}: no such file (set {key} in the recipe or pass --{key} FILE)")
+    return _read_hub(text, role)
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV/TSV/JSONL file as strings, exactly as written (no NA guessing, BOM stripped)."""
+    """Read a CSV/TSV/JSONL/JSON/Parquet file: text and number columns as text, exactly as written (no NA guessing,
+    BOM stripped, nulls as ''); list/object columns as they are."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file (set dataset_path in the recipe or pass --dataset_path FILE)")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
-            frame = frame.astype({c: str for c in frame.columns if frame[c].dtype == object})
+    source = _read_file(path)
+    columns = {}
+    for i, name in enumerate(source.table.column_names):
+        kind = source.table.column(i).type
+        plain = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+        plain |= pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+        if name in source.nested or not (plain or pa.types.is_null(kind)):
+            columns[name] = source.table.column(i).to_pandas()  # lists and objects, as they are
         else:
-            frame = pd.read_csv(
-                path,
-                sep="\t" if suffix == ".tsv" else ",",
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8-sig",
-                engine="c",
+            columns[name] = _text(source, i).to_pandas()
+    return pd.DataFrame(columns, index=pd.RangeIndex(source.num_rows))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Columns: which shape, which column plays which role, and typed, validated arrays.
+
+_ROLE_KEYS = {role: f"{role}_column" for role in ("prompt", "answer", "rank", "score", "chosen", "rejected", "margin")}
+
+
+def _resolve(source: _Table, columns: ColumnMap, shape: str) -> tuple[str, dict[str, int]]:
+    """Shape (ranked or pairwise) and role -> column index; a missing or ambiguous column is a one-line error."""
+    names = source.table.column_names
+    label = source.label
+
+    def find(role: str) -> int | None:
+        wanted = getattr(columns, role)
+        if not wanted:
+            return None
+        hits = [i for i, n in enumerate(names) if n == wanted]
+        if not hits:  # a spreadsheet's "Prompt" or " rank " still counts
+            hits = [i for i, n in enumerate(names) if n.strip().casefold() == wanted.strip().casefold()]
+        if len(hits) > 1:
+            raise UserError(
+                f"{label}: column {wanted!r} appears {len(hits)} times in the header; rename all but one of them"
             )
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
-    except pd.errors.EmptyDataError as err:
-        raise UserError(f"{path}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}") from err
-    except (pd.errors.ParserError, ValueError) as err:
-        raise UserError(f"{path}: cannot be parsed ({' '.join(str(err).split())})") from err
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+        return hits[0] if hits else None
 
-
-def load_ranked(path: str | Path, drop_empty_answers: bool = True) -> tuple[pd.DataFrame, DataReport]:
-    """Validate a ranked file; return rows (prompt, answer, rank as float, row) and the report so far."""
-    frame = read_table(path)
-    report = DataReport(source=str(path), rows_read=len(frame))
-    missing = [c for c in RANKED_COLUMNS if c not in frame.columns]
+    if shape not in SHAPES:
+        raise UserError(f"input_shape must be one of {', '.join(SHAPES)} (got {shape!r})")
+    if shape == "auto":
+        pairwise = find("chosen") is not None or find("rejected") is not None
+        shape = "pairwise" if pairwise and find("answer") is None else "ranked"
+    found: dict[str, int] = {}
+    roles = ["prompt", "answer"] if shape == "ranked" else ["prompt", "chosen", "rejected"]
+    missing = []
+    for role in roles:
+        index = find(role)
+        if index is None:
+            missing.append(role)
+        else:
+            found[role] = index
+    if shape == "ranked":
+        rank, score = find("rank"), find("score")
+        if rank is not None and score is not None:
+            raise UserError(
+                f"{label}: has both a {names[rank]!r} and a {names[score]!r} column; keep one, or set "
+                "score_column: '' (to rank by rank) or rank_column: '' (to rank by score) in the recipe"
+            )
+        if score is not None:
+            found["score"] = score
+        elif rank is not None:
+            found["rank"] = rank
+        else:
+            missing.append("rank")
+        needs = "prompt, answer and rank (or score)"
+    else:
+        margin = find("margin")
+        if margin is not None:
+            found["margin"] = margin
+        needs = "prompt, chosen and rejected (margin optional)"
     if missing:
+        used = {names[i] for i in found.values()}
+        spare = [n for n in names if n not in used]
+        parts = []
+        for role in missing:
+            wanted = getattr(columns, role) or role
+            text = wanted + (" (or score)" if role == "rank" and columns.score else "")
+            guess = difflib.get_close_matches(wanted.casefold(), [n.casefold() for n in spare], n=1, cutoff=0.6)
+            if role == "rank" and not guess and columns.score:
+                guess = difflib.get_close_matches(columns.score.casefold(), [n.casefold() for n in spare], 1, 0.6)
+            if guess:
+                text += f"; did you mean {spare[[n.casefold() for n in spare].index(guess[0])]!r}?"
+            parts.append(text)
+        keys = ", ".join(f"{_ROLE_KEYS[r]}" for r in missing)
         raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns) or 'none'} "
-            f"(a ranked file needs {', '.join(RANKED_COLUMNS)})"
+            f"{label}: missing column{'s' if len(missing) > 1 else ''} {', '.join(parts)} "
+            f"(found {', '.join(map(repr, names)) or 'none'}); a {shape} file needs {needs}: rename the "
+            f"column{'s' if len(missing) > 1 else ''} in the file or map {'them' if len(missing) > 1 else 'it'} "
+            f"in the recipe ({keys})"
         )
-    if frame.empty:
-        raise UserError(f"{path}: has a header but no rows")
-    frame = frame[list(RANKED_COLUMNS)].copy()
-    frame["row"] = np.arange(len(frame)) + HEADER_LINES + 1
+    return shape, found
 
-    rank_text = frame["rank"].astype(str).str.strip()
-    rank = pd.to_numeric(rank_text, errors="coerce")
-    bad = rank.isna() | ~np.isfinite(rank) | (rank <= 0)
+
+def _first_invalid_utf8(chunk: pa.Array) -> int:
+    lo, hi = 0, len(chunk)  # invariant: chunk[lo:hi] holds the first invalid value
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            chunk.slice(lo, mid - lo).cast(pa.large_string())
+            lo = mid
+        except pa.ArrowInvalid:
+            hi = mid
+    return lo
+
+
+def _text(source: _Table, index: int) -> pa.Array:
+    """A column as one validated large_string array without nulls (null -> '')."""
+    column = source.table.column(index)
+    name = source.table.column_names[index]
+    if name in source.nested:
+        raise UserError(
+            f"{source.label}: {source.where(source.nested[name])}: column {name!r} holds a list or object, not text "
+            "(the conversational format with lists of messages is not supported); give plain text"
+        )
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        chunks = [c.view(pa.binary() if pa.types.is_string(kind) else pa.large_binary()) for c in column.chunks]
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        chunks = list(column.chunks)
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        chunks = [c.cast(pa.large_string()) for c in column.chunks]
+    elif pa.types.is_null(kind):
+        chunks = [pa.nulls(len(c), pa.large_string()) for c in column.chunks]
+    else:
+        raise UserError(
+            f"{source.label}: column {name!r} holds {kind} values, not text (the conversational format with lists "
+            "of messages is not supported); give plain text"
+        )
+    out, offset = [], 0
+    for chunk in chunks:
+        try:
+            out.append(chunk.cast(pa.large_string()))
+        except pa.ArrowInvalid as err:
+            bad = offset + _first_invalid_utf8(chunk)
+            raise UserError(
+                f"{source.label}: {source.where(bad)}: column {name!r} is not valid UTF-8; re-save the file as UTF-8 "
+                "(in Excel: CSV UTF-8)"
+            ) from err
+        offset += len(chunk)
+    text = pa.chunked_array(out, pa.large_string()).combine_chunks() if out else pa.array([], pa.large_string())
+    return pc.fill_null(text, "") if text.null_count else text
+
+
+_NUMBER_RULES = {
+    "rank": ("a positive number", lambda v: v <= 0, "rank 1 = best answer, 2 = second best, ..."),
+    "score": ("a number", lambda v: np.zeros(len(v), bool), "a higher score = a better answer"),
+    "margin": ("a number >= 0", lambda v: v < 0, "margin = how much better chosen is than rejected"),
+}
+
+
+def _numbers(source: _Table, index: int, role: str, skip: np.ndarray | None = None) -> np.ndarray:
+    """A rank/score/margin column as float64; a missing, non-numeric or out-of-range value is a one-line error.
+
+    Rows in `skip` (empty rows, dropped anyway) are not checked.
+    """
+    column = source.table.column(index)
+    name = source.table.column_names[index]
+    what, out_of_range, hint = _NUMBER_RULES[role]
+    kind = column.type
+    raw: pa.Array | None = None
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        values = column.cast(pa.float64()).to_numpy()
+        values = np.where(pc.is_null(column).to_numpy(zero_copy_only=False), np.nan, values)
+    elif pa.types.is_null(kind):
+        values = np.full(len(column), np.nan)
+    else:
+        raw = _text(source, index)
+        trimmed = pc.utf8_trim_whitespace(raw)
+        ok = pc.match_substring_regex(trimmed, _NUMBER)
+        values = np.full(len(raw), np.nan)
+        ok_np = ok.to_numpy(zero_copy_only=False)
+        if ok_np.any():
+            values[ok_np] = pc.cast(pc.filter(trimmed, ok), pa.float64()).to_numpy()
+    bad = ~np.isfinite(values)
+    bad[~bad] = out_of_range(values[~bad])
+    if skip is not None:
+        bad &= ~skip
     if bad.any():
-        first = frame.index[bad.to_numpy()][0]
-        value = rank_text.loc[first]
-        raise UserError(
-            f"{path}: row {frame.at[first, 'row']}: rank {value!r} is not a positive number "
-            "(rank 1 = best answer, 2 = second best, ...)"
+        first = int(np.flatnonzero(bad)[0])
+        value = raw[first].as_py() if raw is not None else column[first].as_py()
+        label = role if name == role else f"{role} (column {name!r})"
+        problem = f"{label} is missing" if value is None else f"{label} {_show(value)} is not {what}"
+        raise UserError(f"{source.label}: {source.where(first)}: {problem} ({hint}); fix the row")
+    return values
+
+
+def _blank(text: pa.Array) -> np.ndarray:
+    return pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text)).to_numpy(zero_copy_only=False)
+
+
+def _codes(text: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Factorise: integer code per value (first appearance order) and the distinct values."""
+    encoded = text.dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+
+
+def _normalise(prompt: str) -> str:
+    return " ".join(prompt.split()).lower()
+
+
+_ODD_SPACE = "[\t\n\x0b\x0c\r\x1c-\x1f]|  |^ | $"  # prompts whose whitespace str.split() would change
+
+
+def _prompt_keys(dictionary: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """Normalised key id for every distinct prompt, and the keys: _normalise, vectorised where it is a lower()."""
+    normalised = pc.ascii_lower(dictionary)
+    odd = pc.or_(pc.match_substring_regex(dictionary, _ODD_SPACE), pc.invert(pc.string_is_ascii(dictionary)))
+    other = np.flatnonzero(odd.to_numpy(zero_copy_only=False))
+    if len(other):  # odd whitespace or non-ASCII case rules: Python's own, for those prompts only
+        values = normalised.to_numpy(zero_copy_only=False)
+        values[other] = [_normalise(p) for p in dictionary.take(pa.array(other)).to_pylist()]
+        normalised = pa.array(values, pa.large_string())
+    key_of, keys = _codes(normalised)
+    return key_of, keys.to_pylist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation and pairs. Each function returns the pairs (prompt, chosen, rejected, margin) and the report.
+
+
+@dataclass
+class _Pairs:
+    """Pairs as row indices into the validated text columns; materialised per split (no full copy, then filter)."""
+
+    prompt: pa.Array
+    chosen: pa.Array
+    rejected: pa.Array
+    prompt_index: np.ndarray
+    chosen_index: np.ndarray
+    rejected_index: np.ndarray
+    margin: np.ndarray
+    key: np.ndarray  # normalised-prompt id of every pair
+    keys: list[str]  # normalised prompts by id
+
+    def __len__(self) -> int:
+        return len(self.margin)
+
+    def table(self, mask: np.ndarray | None = None) -> pa.Table:
+        pick = (lambda a: a) if mask is None else (lambda a: a[mask])
+        return pa.table(
+            {
+                "prompt": _take(self.prompt, pick(self.prompt_index)),
+                "chosen": _take(self.chosen, pick(self.chosen_index)),
+                "rejected": _take(self.rejected, pick(self.rejected_index)),
+                "margin": pa.array(pick(self.margin), pa.float64()),
+            }
         )
-    frame["rank"] = rank.astype(float)
 
-    empty_prompt = frame["prompt"].str.strip() == ""
-    report.drop("empty_prompt", empty_prompt.sum())
-    frame = frame[~empty_prompt]
 
-    empty_answer = frame["answer"].str.strip() == ""
-    if empty_answer.any() and not drop_empty_answers:
-        first = frame.index[empty_answer.to_numpy()][0]
+@dataclass
+class _Rows:  # kept rows of a ranked source (indices into the source table)
+    kept: np.ndarray
+    prompt: pa.Array
+    answer: pa.Array
+    pid: np.ndarray
+    prompt_key: np.ndarray  # normalised key id per prompt code
+    keys: list[str]
+    value_name: str
+    value: np.ndarray
+
+
+def _drop_rows(report: DataReport, keep: np.ndarray, mask: np.ndarray, reason: str) -> None:
+    mask = mask & keep
+    report.drop(reason, int(mask.sum()))
+    keep &= ~mask
+
+
+def _check_empty(
+    source: _Table, report: DataReport, keep: np.ndarray, empty: np.ndarray, drop_empty_answers: bool, what: str
+) -> None:
+    empty = empty & keep
+    if empty.any() and not drop_empty_answers:
+        first = int(np.flatnonzero(empty)[0])
         raise UserError(
-            f"{path}: row {frame.at[first, 'row']}: empty answer (set drop_empty_answers: true to drop such rows)"
+            f"{source.label}: {source.where(first)}: empty {what} (set drop_empty_answers: true to drop such rows)"
         )
-    report.drop("empty_answer", empty_answer.sum())
-    frame = frame[~empty_answer]
+    _drop_rows(report, keep, empty, "empty_answer")
 
-    # The same answer twice under one prompt: identical rank = harmless duplicate, different rank = contradiction.
-    key = frame["prompt"] + "\x00" + frame["answer"]
-    ranks_per_key = frame.groupby(key, sort=False)["rank"].nunique()
-    conflicting = ranks_per_key[ranks_per_key > 1]
-    if len(conflicting):
-        rows = frame.loc[key == conflicting.index[0], "row"].tolist()
+
+def _exclude(report: DataReport, keep: np.ndarray, pid: np.ndarray, keys: list[str], key_of: np.ndarray, exclude):
+    if exclude:
+        in_test = np.fromiter((k in exclude for k in keys), bool, len(keys))
+        _drop_rows(report, keep, in_test[key_of[pid]], "prompt_in_test_file")
+
+
+def _maybe_equal(keep: np.ndarray, pid: np.ndarray, texts: list[pa.Array]) -> np.ndarray:
+    """Kept rows that may repeat another kept row: same prompt and same text lengths (either order for two texts).
+
+    Only these rows need their texts compared (hashing a million 200-character answers costs more than all the rest).
+    """
+    index = np.flatnonzero(keep)
+    lengths = [pc.binary_length(text).to_numpy()[index] for text in texts]
+    if len(lengths) == 2:
+        lengths = [np.minimum(*lengths), np.maximum(*lengths)]
+    frame = pd.DataFrame({"p": pid[index], **{f"n{i}": n for i, n in enumerate(lengths)}})
+    return index[frame.duplicated(keep=False).to_numpy()]
+
+
+def _first_conflict(frame: pd.DataFrame, by: list[str], value: str) -> np.ndarray | None:
+    """Indices of the earliest group of duplicate keys whose `value` differs, or None."""
+    dup = frame[frame.duplicated(by, keep=False)]
+    if dup.empty:
+        return None
+    distinct = dup.groupby(by, sort=False)[value].transform("nunique")
+    conflicting = dup[distinct.to_numpy() > 1]
+    if conflicting.empty:
+        return None
+    first = conflicting.iloc[0]
+    same = (conflicting[by] == first[by]).all(axis=1).to_numpy()
+    return conflicting.index.to_numpy()[same]
+
+
+def _new_report(source: _Table, shape: str, found: dict[str, int]) -> DataReport:
+    names = source.table.column_names
+    return DataReport(
+        source=source.label,
+        rows_read=source.num_rows,
+        input_format=source.kind,
+        shape=shape,
+        fingerprint=source.fingerprint,
+        columns={role: names[i] for role, i in found.items()},
+        notes=list(source.notes),
+    )
+
+
+def _check_rows(source: _Table) -> None:
+    if source.num_rows == 0:
+        has_header = source.kind in ("csv", "tsv")
+        raise UserError(f"{source.label}: {'has a header but no rows' if has_header else 'has no rows'}")
+
+
+def _validate_ranked(
+    source: _Table, found: dict[str, int], drop_empty_answers: bool, exclude: set[str] | None = None
+) -> tuple[_Rows, DataReport]:
+    report = _new_report(source, "ranked", found)
+    _check_rows(source)
+    prompt, answer = _text(source, found["prompt"]), _text(source, found["answer"])
+    blank_prompt, blank_answer = _blank(prompt), _blank(answer)
+    empty_row = blank_prompt & blank_answer  # e.g. the trailing ",," lines of a spreadsheet export
+    value_name = "rank" if "rank" in found else "score"
+    value = _numbers(source, found[value_name], value_name, skip=empty_row)
+    n = source.num_rows
+    keep = np.ones(n, dtype=bool)
+    _drop_rows(report, keep, empty_row, "empty_row")
+    _drop_rows(report, keep, blank_prompt, "empty_prompt")
+    _check_empty(source, report, keep, blank_answer, drop_empty_answers, "answer")
+    pid, prompts = _codes(prompt)
+    key_of, keys = _prompt_keys(prompts)
+    _exclude(report, keep, pid, keys, key_of, exclude)
+
+    # The same answer twice under one prompt: identical value = harmless duplicate, different value = contradiction.
+    index = _maybe_equal(keep, pid, [answer])
+    aid, _ = _codes(answer.take(pa.array(index)))
+    frame = pd.DataFrame({"p": pid[index], "a": aid, "v": value[index]}, index=index)
+    conflict = _first_conflict(frame, ["p", "a"], "v")
+    if conflict is not None:
+        rows = ", ".join(map(str, source.rows(conflict)))
         raise UserError(
-            f"{path}: rows {', '.join(map(str, rows))}: the same prompt and answer have different ranks; "
+            f"{source.label}: {source.row_word}s {rows}: the same prompt and answer have different {value_name}s; "
             "keep one of them"
         )
-    duplicate = key.duplicated()
-    report.drop("duplicate_row", duplicate.sum())
-    frame = frame[~duplicate.to_numpy()]
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate[index] = frame.duplicated(["p", "a"]).to_numpy()
+    _drop_rows(report, keep, duplicate, "duplicate_row")
 
-    answers_per_prompt = frame.groupby("prompt", sort=False)["answer"].transform("size")
-    single = answers_per_prompt < 2
-    report.drop("prompt_with_one_answer", single.sum())
-    frame = frame[~single.to_numpy()]
+    counts = np.bincount(pid[keep], minlength=len(prompts))
+    _drop_rows(report, keep, counts[pid] < 2, "prompt_with_one_answer")
 
-    if frame.empty:
-        raise UserError(f"{path}: every row was dropped ({report.summary().splitlines()[1].strip()})")
-    report.rows_kept = len(frame)
-    return frame.reset_index(drop=True), report
+    index = np.flatnonzero(keep)
+    spread = pd.Series(value[index]).groupby(pid[index]).agg(["min", "max"])
+    all_tied = np.zeros(len(prompts), dtype=bool)
+    all_tied[spread.index.to_numpy()] = (spread["min"] == spread["max"]).to_numpy()
+    _drop_rows(report, keep, all_tied[pid], "prompt_all_answers_tied")
+
+    if not keep.any():
+        raise UserError(f"{source.label}: every row was dropped ({report._lines()[1].strip()})")
+    report.rows_kept = int(keep.sum())
+    rows = _Rows(np.flatnonzero(keep), prompt, answer, pid, key_of, keys, value_name, value)
+    return rows, report
+
+
+def _pair_indices(pid: np.ndarray, order: np.ndarray, label: str = "") -> tuple[np.ndarray, np.ndarray, int]:
+    """All C(K,2) pairs of rows that share a prompt code, better (lower `order`) first; ties form no pair.
+
+    Returns chosen and rejected row positions, sorted by (chosen, rejected), and the number of tied pairs skipped.
+    """
+    if len(pid) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), 0
+    by_prompt = np.argsort(pid, kind="stable")  # grouped by prompt, file order inside a group
+    grouped = pid[by_prompt]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    sizes = np.diff(np.r_[starts, len(grouped)])
+    total = int((sizes * (sizes - 1) // 2).sum())
+    if total > MAX_PAIRS:
+        raise UserError(
+            f"{label + ': ' if label else ''}{total} pairs from prompts with up to {int(sizes.max())} answers is more "
+            f"than {MAX_PAIRS}; keep fewer answers per prompt"
+        )
+    position = np.arange(len(grouped)) - np.repeat(starts, sizes)
+    partners = np.repeat(sizes, sizes) - position - 1  # rows after this one in its group
+    first = np.repeat(np.arange(len(grouped)), partners)
+    block = np.repeat(np.cumsum(partners) - partners, partners)
+    second = first + 1 + (np.arange(total) - block)
+    a, b = by_prompt[first], by_prompt[second]
+    tied = order[a] == order[b]
+    a, b = a[~tied], b[~tied]
+    a_better = order[a] < order[b]
+    chosen, rejected = np.where(a_better, a, b), np.where(a_better, b, a)
+    by_row = np.argsort(chosen * len(pid) + rejected)  # deterministic order: by the rows' order in the file
+    return chosen[by_row], rejected[by_row], int(tied.sum())
+
+
+def _distinct(codes: np.ndarray) -> int:
+    return int(np.count_nonzero(np.bincount(codes))) if len(codes) else 0
+
+
+def _take(values: pa.Array, index: np.ndarray) -> pa.ChunkedArray:
+    parts = [values.take(pa.array(index[i : i + _TAKE_BATCH])) for i in range(0, len(index), _TAKE_BATCH)]
+    return pa.chunked_array(parts, values.type)
+
+
+def _ranked_pairs(rows: _Rows, report: DataReport, label: str) -> _Pairs:
+    order = rows.value if rows.value_name == "rank" else -rows.value
+    kept = rows.kept
+    chosen, rejected, tied = _pair_indices(rows.pid[kept], order[kept], label)
+    chosen, rejected = kept[chosen], kept[rejected]
+    report.tied_pairs_skipped = tied
+    report.margin = "rank gap" if rows.value_name == "rank" else "score gap (higher score = better)"
+    margin = order[rejected] - order[chosen]
+    key = rows.prompt_key[rows.pid[chosen]]
+    return _Pairs(rows.prompt, rows.answer, rows.answer, chosen, chosen, rejected, margin, key, rows.keys)
+
+
+def _pairwise(
+    source: _Table, found: dict[str, int], drop_empty_answers: bool, exclude: set[str] | None = None
+) -> tuple[_Pairs, DataReport]:
+    report = _new_report(source, "pairwise", found)
+    _check_rows(source)
+    n = source.num_rows
+    prompt = _text(source, found["prompt"])
+    chosen, rejected = _text(source, found["chosen"]), _text(source, found["rejected"])
+    blank_prompt, blank_chosen, blank_rejected = _blank(prompt), _blank(chosen), _blank(rejected)
+    empty_row = blank_prompt & blank_chosen & blank_rejected
+    if "margin" in found:
+        margin = _numbers(source, found["margin"], "margin", skip=empty_row)
+        report.margin = f"from column {source.table.column_names[found['margin']]!r}"
+    else:
+        margin = np.ones(n)
+        report.margin = "1.0 (no margin column)"
+    keep = np.ones(n, dtype=bool)
+    _drop_rows(report, keep, empty_row, "empty_row")
+    _drop_rows(report, keep, blank_prompt, "empty_prompt")
+    _check_empty(source, report, keep, blank_chosen | blank_rejected, drop_empty_answers, "chosen or rejected")
+    same = pc.equal(pc.utf8_trim_whitespace(chosen), pc.utf8_trim_whitespace(rejected))
+    _drop_rows(report, keep, same.to_numpy(zero_copy_only=False), "chosen_equals_rejected")
+    pid, prompts = _codes(prompt)
+    key_of, keys = _prompt_keys(prompts)
+    _exclude(report, keep, pid, keys, key_of, exclude)
+
+    index = _maybe_equal(keep, pid, [chosen, rejected])
+    codes, _ = _codes(pa.concat_arrays([chosen.take(pa.array(index)), rejected.take(pa.array(index))]))
+    frame = pd.DataFrame(
+        {"p": pid[index], "c": codes[: len(index)], "r": codes[len(index) :], "m": margin[index]}, index=index
+    )
+    conflict = _first_conflict(frame, ["p", "c", "r"], "m")
+    if conflict is not None:
+        rows = ", ".join(map(str, source.rows(conflict)))
+        raise UserError(
+            f"{source.label}: {source.row_word}s {rows}: the same prompt, chosen and rejected have different "
+            "margins; keep one of them"
+        )
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate[index] = frame.duplicated(["p", "c", "r"]).to_numpy()
+    _drop_rows(report, keep, duplicate, "duplicate_row")
+    # A > B and B > A under one prompt (annotators disagree): no usable preference, both rows go.
+    frame = frame[keep[frame.index.to_numpy()]]
+    both = frame.reset_index().merge(frame, left_on=["p", "c", "r"], right_on=["p", "r", "c"])["index"]
+    contradicting = np.zeros(n, dtype=bool)
+    contradicting[both.to_numpy()] = True
+    _drop_rows(report, keep, contradicting, "contradicting_pair")
+
+    if not keep.any():
+        raise UserError(f"{source.label}: every row was dropped ({report._lines()[1].strip()})")
+    kept = np.flatnonzero(keep)
+    report.rows_kept = len(kept)
+    pairs = _Pairs(prompt, chosen, rejected, kept, kept, kept, margin[kept], key_of[pid[kept]], keys)
+    return pairs, report
+
+
+def _process(
+    source: _Table,
+    columns: ColumnMap,
+    input_shape: str,
+    drop_empty_answers: bool,
+    exclude: set[str] | None = None,
+) -> tuple[_Pairs, DataReport]:
+    shape, found = _resolve(source, columns, input_shape)
+    if shape == "pairwise":
+        pairs, report = _pairwise(source, found, drop_empty_answers, exclude)
+    else:
+        rows, report = _validate_ranked(source, found, drop_empty_answers, exclude)
+        pairs = _ranked_pairs(rows, report, source.label)
+    source.release()
+    if len(pairs) == 0:
+        raise UserError(f"{source.label}: no preference pairs (every prompt's answers share one rank)")
+    report.pairs = len(pairs)
+    report.prompts = _distinct(pairs.key)
+    return pairs, report
+
+
+def _column_map(columns: ColumnMap | Mapping[str, str] | None) -> ColumnMap:
+    if columns is None:
+        return ColumnMap()
+    if isinstance(columns, ColumnMap):
+        return columns
+    known = {f.name for f in fields(ColumnMap)}
+    unknown = [k for k in columns if k.removesuffix("_column") not in known]
+    if unknown:
+        raise UserError(f"unknown column role(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return ColumnMap(**{k.removesuffix("_column"): v for k, v in columns.items()})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public functions (train.py and evaluation.py use these).
+
+
+def load_ranked(
+    path: str | Path, drop_empty_answers: bool = True, *, columns: ColumnMap | Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, DataReport]:
+    """Validate a ranked input; return the kept rows (prompt, answer, rank or score as float, row) and the report."""
+    source, _ = _read_source(path)
+    _, found = _resolve(source, _column_map(columns), "ranked")
+    rows, report = _validate_ranked(source, found, drop_empty_answers)
+    kept = rows.kept
+    frame = pd.DataFrame(
+        {
+            "prompt": rows.prompt.take(pa.array(kept)).to_pandas(),
+            "answer": rows.answer.take(pa.array(kept)).to_pandas(),
+            rows.value_name: rows.value[kept].astype(float),
+            "row": source.rows(kept),
+        }
+    )
+    report.prompts = _distinct(rows.prompt_key[rows.pid[kept]])
+    return frame, report
 
 
 def make_pairs(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """All C(K,2) (prompt, chosen, rejected, margin) pairs per prompt; tied ranks form no pair.
+    """All C(K,2) (prompt, chosen, rejected, margin) pairs per prompt; tied ranks (or scores) form no pair.
 
-    Returns the pairs and the number of tied pairs skipped.
+    `rows` has prompt, answer and rank (1 = best) or score (higher = better). Returns the pairs, ordered by the rows'
+    order, and the number of tied pairs skipped.
     """
     rows = rows.reset_index(drop=True)
-    ids = pd.factorize(rows["prompt"])[0]
-    slim = pd.DataFrame({"pid": ids, "i": np.arange(len(rows)), "rank": rows["rank"].to_numpy()})
-    both = slim.merge(slim, on="pid", suffixes=("_a", "_b"))
-    both = both[both["i_a"] < both["i_b"]]
-    tied = int((both["rank_a"] == both["rank_b"]).sum())
-    both = both[both["rank_a"] != both["rank_b"]]
-    a_better = (both["rank_a"] < both["rank_b"]).to_numpy()
-    chosen = np.where(a_better, both["i_a"], both["i_b"])
-    rejected = np.where(a_better, both["i_b"], both["i_a"])
-    order = np.lexsort((rejected, chosen))  # deterministic order: by the rows' order in the file
-    chosen, rejected = chosen[order], rejected[order]
-    answers = rows["answer"].to_numpy()
-    rank = rows["rank"].to_numpy()
+    order = rows["rank"].to_numpy(float) if "rank" in rows else -rows["score"].to_numpy(float)
+    pid = pd.factorize(rows["prompt"])[0]
+    chosen, rejected, tied = _pair_indices(pid, order)
     pairs = pd.DataFrame(
         {
-            "prompt": rows["prompt"].to_numpy()[chosen],
-            "chosen": answers[chosen],
-            "rejected": answers[rejected],
-            "margin": (rank[rejected] - rank[chosen]).astype(float),
+            "prompt": rows["prompt"].iloc[chosen].to_numpy(),
+            "chosen": rows["answer"].iloc[chosen].to_numpy(),
+            "rejected": rows["answer"].iloc[rejected].to_numpy(),
+            "margin": (order[rejected] - order[chosen]).astype(float),
         }
     )
     return pairs, tied
 
 
+def read_pairs(
+    path: str | Path,
+    drop_empty_answers: bool = True,
+    *,
+    columns: ColumnMap | Mapping[str, str] | None = None,
+    input_shape: str = "auto",
+) -> tuple[pd.DataFrame, DataReport]:
+    """Every pair of an input of either shape (no split): for scoring a whole file."""
+    source, _ = _read_source(path)
+    pairs, report = _process(source, _column_map(columns), input_shape, drop_empty_answers)
+    return pairs.table().to_pandas(), report
+
+
 def prompt_key(prompts: pd.Series) -> pd.Series:
     """Prompts that differ only in case or whitespace are the same prompt for the split."""
-    return prompts.str.split().str.join(" ").str.lower()
+    return prompts.map(_normalise)
+
+
+def _test_keys(keys: list[str], test_size: float, seed: int, label: str = "") -> np.ndarray:
+    """Which of the distinct normalised prompts are held out: the round(test_size * n) with the smallest seeded hash."""
+    if len(keys) < 2:
+        where = f"{label}: " if label else ""
+        raise UserError(
+            f"{where}need at least 2 distinct prompts to hold some out for evaluation (found {len(keys)}); "
+            "add prompts or give a separate test file with test_path"
+        )
+    digest = np.array([hashlib.blake2b(f"{seed}\x00{k}".encode(), digest_size=8).hexdigest() for k in keys])
+    n_test = min(max(1, round(test_size * len(keys))), len(keys) - 1)
+    held_out = np.zeros(len(keys), dtype=bool)
+    held_out[np.argsort(digest, kind="stable")[:n_test]] = True
+    return held_out
 
 
 def split_by_prompt(pairs: pd.DataFrame, test_size: float, seed: int) -> dict[str, pd.DataFrame]:
     """Seeded prompt-level split; independent of row order (prompts are ordered by a seeded hash)."""
-    keys = prompt_key(pairs["prompt"])
-    unique = pd.Series(keys.unique())
-    if len(unique) < 2:
-        raise UserError("need at least 2 distinct prompts to hold some out for evaluation")
-    digest = unique.map(lambda k: hashlib.blake2b(f"{seed}\x00{k}".encode(), digest_size=8).hexdigest())
-    n_test = min(max(1, round(test_size * len(unique))), len(unique) - 1)
-    test_keys = set(unique[np.argsort(digest.to_numpy(), kind="stable")[:n_test]])
-    is_test = keys.isin(test_keys).to_numpy()
+    codes, keys = pd.factorize(prompt_key(pairs["prompt"]))
+    is_test = _test_keys(list(keys), test_size, seed)[codes]
     return {"train": pairs[~is_test].reset_index(drop=True), "test": pairs[is_test].reset_index(drop=True)}
 
 
 def build_dataset(
-    dataset_path: str | Path, test_size: float, split_seed: int, drop_empty_answers: bool = True
+    dataset_path: str | Path,
+    test_size: float,
+    split_seed: int,
+    drop_empty_answers: bool = True,
+    *,
+    columns: ColumnMap | Mapping[str, str] | None = None,
+    input_shape: str = "auto",
+    test_path: str | Path | None = None,
 ) -> tuple[DatasetDict, DataReport]:
-    rows, report = load_ranked(dataset_path, drop_empty_answers)
-    pairs, tied = make_pairs(rows)
-    report.tied_pairs_skipped = tied
-    if pairs.empty:
-        raise UserError(f"{dataset_path}: no preference pairs (every prompt's answers share one rank)")
-    report.prompts = int(prompt_key(rows["prompt"]).nunique())
-    report.pairs = len(pairs)
-    splits = split_by_prompt(pairs, test_size, split_seed)
-    for name, frame in splits.items():
-        report.splits[name] = {"prompts": int(prompt_key(frame["prompt"]).nunique()), "pairs": len(frame)}
-    dataset = DatasetDict({name: Dataset.from_pandas(frame, preserve_index=False) for name, frame in splits.items()})
-    return dataset, report
+    """Input -> validated pairs -> DatasetDict(train, test) and the report.
+
+    The test split is a seeded prompt-level split of the input, unless a test set is given: `test_path`, or the
+    `test` split of a saved DatasetDict / Hub dataset. Then train prompts that also occur in it are dropped.
+    """
+    columns = _column_map(columns)
+    main, test_source = _read_source(dataset_path)
+    notes = []
+    if test_path:
+        if test_source is not None:
+            notes.append(f"the test split of {dataset_path} is not used: test_path {test_path} replaces it")
+        test_source, _ = _read_source(test_path, role="test")
+    test_pairs = test_report = exclude = None
+    if test_source is not None:
+        test_pairs, test_report = _process(test_source, columns, input_shape, drop_empty_answers)
+        used = np.flatnonzero(np.bincount(test_pairs.key, minlength=len(test_pairs.keys)))
+        exclude = {test_pairs.keys[i] for i in used}
+    pairs, report = _process(main, columns, input_shape, drop_empty_answers, exclude)
+    report.notes += notes
+    if test_pairs is not None:
+        report.test_file = test_report
+        report.split_method = f"test set {test_source.label}; train prompts found in it are dropped"
+        parts = {"train": (pairs, None), "test": (test_pairs, None)}
+    else:
+        held_out = _test_keys(pairs.keys, test_size, split_seed, report.source)[pairs.key]
+        report.split_method = f"by prompt (case/whitespace-normalised), seed {split_seed}, test_size {test_size}"
+        parts = {"train": (pairs, ~held_out), "test": (pairs, held_out)}
+    recipe = json.dumps(
+        [
+            report.fingerprint,
+            test_report and test_report.fingerprint,
+            asdict(columns),
+            input_shape,
+            drop_empty_answers,
+            test_size,
+            split_seed,
+            report.split_method,
+        ]
+    )
+    splits = {}
+    for name, (part, mask) in parts.items():
+        keys = part.key if mask is None else part.key[mask]
+        report.splits[name] = {"prompts": _distinct(keys), "pairs": len(keys)}
+        # An explicit fingerprint: without one, datasets pickles the whole table to hash it (seconds, gigabytes).
+        fingerprint = hashlib.sha256(f"q2-reward-data:{recipe}:{name}".encode()).hexdigest()[:16]
+        splits[name] = Dataset(part.table(mask), fingerprint=fingerprint)
+    return DatasetDict(splits), report
 
 
 def save_dataset(dataset: DatasetDict, report: DataReport, output_dir: str | Path) -> None:
     """Write the DatasetDict and data_report.json atomically: a failure leaves no partial directory."""
-    with atomic_dir(output_dir) as staging:
-        dataset.save_to_disk(str(staging))
-        (staging / "data_report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = are_progress_bars_disabled()
+    disable_progress_bars()  # "Saving the dataset" bars would fill stderr, where errors go
+    try:
+        with atomic_dir(output_dir) as staging:
+            dataset.save_to_disk(str(staging))
+            (staging / "data_report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    finally:
+        if not quiet:
+            enable_progress_bars()
+
+
+def data_options(script_args: Any) -> dict[str, Any]:
+    """The build_dataset keyword arguments a recipe asks for (column mapping, input shape, test file)."""
+    if script_args.input_shape not in SHAPES:
+        raise UserError(f"input_shape must be one of {', '.join(SHAPES)} (got {script_args.input_shape!r})")
+    return {
+        "columns": ColumnMap.from_args(script_args),
+        "input_shape": script_args.input_shape,
+        "test_path": getattr(script_args, "test_path", None) or None,
+    }
+
+
+def dataset_hub_target(script_args: Any) -> str | None:
+    """The Hub id to push the processed DatasetDict to, or None; checked before any work is done."""
+    if not getattr(script_args, "dataset_push_to_hub", False):
+        return None
+    repo_id = getattr(script_args, "dataset_hub_id", None)
+    if not repo_id:
+        raise UserError("dataset_push_to_hub is true but dataset_hub_id is not set (e.g. your-name/preference-pairs)")
+    return repo_id
+
+
+def push_dataset(dataset: DatasetDict, repo_id: str, private: bool | None = None, kept_in: str | None = None) -> str:
+    """DatasetDict.push_to_hub; any Hub failure is a one-line UserError (the local copy is kept)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    keep = f"the dataset is kept in {kept_in}; run again when the Hub is reachable" if kept_in else "try again later"
+    try:
+        commit = dataset.push_to_hub(
+            repo_id, private=private, commit_message="Upload preference pairs made by q2-reward"
+        )
+    except OfflineModeIsEnabled as err:
+        raise UserError(f"cannot push the dataset to {repo_id}: offline mode is on (HF_HUB_OFFLINE); {keep}") from err
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", "?")
+        hint = " (check HF_TOKEN has write access)" if status in (401, 403) else ""
+        raise UserError(f"cannot push the dataset to {repo_id}: the Hub answered HTTP {status}{hint}; {keep}") from err
+    except (OSError, httpx2.TransportError) as err:
+        raise UserError(f"cannot push the dataset to {repo_id}: the Hugging Face Hub is unreachable; {keep}") from err
+    return str(getattr(commit, "commit_url", commit))
 
 
 @cli_entry
@@ -247,13 +1272,22 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError("--output_dir needs a directory")
         output_dir = argv[index + 1]
         del argv[index : index + 2]
-    script_args, _, _ = parse_recipe(argv)
+    script_args, training_args, _ = parse_recipe(argv)
+    options = data_options(script_args)
+    repo_id = dataset_hub_target(script_args)
     dataset, report = build_dataset(
-        script_args.dataset_path, script_args.test_size, script_args.split_seed, script_args.drop_empty_answers
+        script_args.dataset_path,
+        script_args.test_size,
+        script_args.split_seed,
+        script_args.drop_empty_answers,
+        **options,
     )
     save_dataset(dataset, report, output_dir)
     print(report.summary())
     print(f"saved DatasetDict to {output_dir}")
+    if repo_id:
+        url = push_dataset(dataset, repo_id, private=training_args.hub_private_repo, kept_in=output_dir)
+        print(f"pushed the dataset to {url}")
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def write_report(out_dir: str | Path, pairs: pd.DataFrame, result: dict[str, Any
 
 
 def load_pairs(data: str) -> pd.DataFrame:
-    """Pairs from a ranked file (all C(K,2) pairs, no split) or a saved DatasetDict (its test split)."""
+    """Pairs of a ranked or pairwise file (every pair, no split) or a saved DatasetDict (its test split)."""
     path = Path(data)
     if path.is_dir():
         from datasets import load_from_disk
@@ -173,11 +173,9 @@ def load_pairs(data: str) -> pd.DataFrame:
         split = loaded["test"] if "test" in loaded else loaded
         frame = split.to_pandas()
         return frame[[c for c in ("prompt", "chosen", "rejected", "margin") if c in frame]]
-    from pipeline.data import load_ranked, make_pairs
+    from pipeline.data import read_pairs
 
-    rows, _ = load_ranked(path)
-    pairs, _ = make_pairs(rows)
-    return pairs
+    return read_pairs(path)[0]
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")

@@ -33,7 +33,7 @@ from transformers import (  # noqa: E402
 from pipeline.atomic import atomic_dir  # noqa: E402
 from pipeline.base_model import resolve_base_model  # noqa: E402
 from pipeline.config import PipelineRewardConfig, ScriptArguments, parse_recipe  # noqa: E402
-from pipeline.data import build_dataset  # noqa: E402
+from pipeline.data import build_dataset, data_options, dataset_hub_target, push_dataset  # noqa: E402
 from pipeline.encoding import EncodedPairs, encode_preference_pairs  # noqa: E402
 from pipeline.errors import UserError, cli_entry  # noqa: E402
 from pipeline.evaluation import build_report, evaluate_pairs, score_ids, write_report  # noqa: E402
@@ -48,8 +48,8 @@ from pipeline.trainers import (  # noqa: E402
 )
 
 RECIPE_KEYS_IN_CARD = (
-    "model_name_or_path", "dataset_path", "objective", "train_sampling_strategy", "test_size", "split_seed",
-    "use_margin", "truncation_side", "max_length",
+    "model_name_or_path", "dataset_path", "test_path", "input_shape", "objective", "train_sampling_strategy",
+    "test_size", "split_seed", "use_margin", "truncation_side", "max_length",
     "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "bf16", "seed",
 )  # fmt: skip
@@ -139,8 +139,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     is_main = training_args.process_index == 0
     base_model = resolve_base_model(model_args.model_name_or_path)
 
+    options = data_options(script_args)  # column mapping, input shape, separate test file
+    dataset_repo = dataset_hub_target(script_args)  # None unless dataset_push_to_hub
     dataset, report = build_dataset(
-        script_args.dataset_path, script_args.test_size, script_args.split_seed, script_args.drop_empty_answers
+        script_args.dataset_path,
+        script_args.test_size,
+        script_args.split_seed,
+        script_args.drop_empty_answers,
+        **options,
     )
     # Passed at load time so save_pretrained stores them: the Quick Start call then cuts long pairs as training did.
     tokenizer = AutoTokenizer.from_pretrained(
@@ -248,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer.accelerator.wait_for_everyone()
     if gate_failure:
         raise UserError(gate_failure)
+    if is_main and dataset_repo:
+        url = push_dataset(dataset, dataset_repo, private=training_args.hub_private_repo)
+        print(f"pushed the dataset to {url}")
     if is_main and push:
         url = push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo)
         print(f"pushed to {url}")

@@ -68,7 +68,7 @@ def test_empty_answers_are_an_error_when_not_dropped(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("prompt,response,rank\np,a,1\n", r"missing column\(s\) answer"),
+        ("prompt,response,rank\np,a,1\n", r"missing column answer \(found .prompt., .response., .rank.\)"),
         ("prompt,answer,rank\np,a,1\np,b,first\n", r"row 3: rank 'first' is not a positive number"),
         ("prompt,answer,rank\np,a,1\np,b,\n", r"row 3: rank '' is not a positive number"),
         ("prompt,answer,rank\np,a,-1\np,b,2\n", r"row 2: rank '-1'"),
@@ -148,6 +148,6 @@ def test_data_cli_bad_file_exits_2_with_one_line_and_no_output(tmp_path: Path) -
     result = run_cli("--config", "recipes/quickstart.yaml", "--dataset_path", str(bad), "--output_dir", str(out))
     assert result.returncode == 2
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and "missing column(s) rank" in error_lines[0]
+    assert len(error_lines) == 1 and "missing column rank" in error_lines[0]
     assert "Traceback" not in result.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]

@@ -1,0 +1,211 @@
+"""Training speed and accuracy: stock TRL RewardTrainer vs our pairwise and ranking objectives, in one run.
+
+    python bench/trainer_speed.py [--epochs 1] [--k4_prompts 300] [--hh PATH]
+
+(a) stock: `RewardTrainer` used as TRL's docs show, on text columns (prompt, chosen, rejected), with the settings it
+    needs to run here at all: `eos_token="[SEP]"` (DistilBERT has none), `bf16=False` (CPU), `max_length=512`
+    (DistilBERT's limit; TRL drops longer pairs). Everything else is TRL's default (activation checkpointing on,
+    random batches).
+(b) ours, `objective: pairwise`; (c) ours, `objective: ranking`. Both with the recipe defaults of this repo.
+All three: the embedded pretrained DistilBERT, same data, seed, epochs, learning rate and batch size (pairs for a/b,
+prompts for c). Also measured: the unpadded forward+backward ceiling of the same model and precision (fp32) on the
+same training sequences, one sequence at a time and in equal-length batches.
+
+Prints Markdown tables; writes bench/results/trainer_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed  # noqa: E402
+from trl import RewardConfig, RewardTrainer  # noqa: E402
+
+from pipeline.base_model import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
+from pipeline.config import PipelineRewardConfig  # noqa: E402
+from pipeline.data import build_dataset  # noqa: E402
+from pipeline.encoding import encode_preference_pairs  # noqa: E402
+from pipeline.evaluation import evaluate_pairs, score_ids  # noqa: E402
+from pipeline.trainers import (  # noqa: E402
+    GroupCollator,
+    PairwiseRewardTrainer,
+    RankingRewardTrainer,
+    pairwise_dataset,
+    ranking_dataset,
+)
+
+HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
+WORDS = (
+    "the quick answer explains how water boils when heated at sea level and why salt changes the taste of pasta "
+    "a good reply is short clear correct and kind while a bad one rambles or refuses without reason or is wrong"
+).split()
+
+
+def k4_file(path: Path, prompts: int, seed: int = 0) -> Path:
+    """K=4 ranked answers per prompt, random words (speed only): prompts ~20 words, answers 20-80 words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(prompts):
+        prompt = f"question {p}: " + " ".join(rng.choice(WORDS, 20))
+        for rank in range(1, 5):
+            rows.append((prompt, " ".join(rng.choice(WORDS, int(rng.integers(20, 80)))), rank))
+    pd.DataFrame(rows, columns=["prompt", "answer", "rank"]).to_csv(path, index=False)
+    return path
+
+
+def config(out: Path, epochs: float, batch: int, **overrides) -> PipelineRewardConfig:
+    return PipelineRewardConfig(
+        output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch, learning_rate=5e-5,
+        warmup_steps=0.1, weight_decay=0.01, seed=42, logging_steps=10, report_to="none", disable_tqdm=True,
+        save_strategy="no", **overrides,
+    )  # fmt: skip
+
+
+def stock_eval(model, tokenizer, pairs: pd.DataFrame) -> float:
+    """Held-out accuracy of the stock model, scored with the encoding it was trained on (TRL's text path)."""
+    ids = [tokenizer(text=p + a + "[SEP]")["input_ids"][:512] for p, a in zip(pairs.prompt, pairs.chosen, strict=True)]
+    ids += [
+        tokenizer(text=p + a + "[SEP]")["input_ids"][:512] for p, a in zip(pairs.prompt, pairs.rejected, strict=True)
+    ]
+    scores = score_ids(model, tokenizer, ids, batch_size=32)
+    n = len(pairs)
+    return float((scores[:n] > scores[n:]).mean())
+
+
+def run_variant(name: str, base: str, data: Path, epochs: float, batch: int, work: Path) -> dict:
+    dataset, _ = build_dataset(data, test_size=0.2, split_seed=42)
+    train, test = dataset["train"].to_pandas(), dataset["test"].to_pandas()
+    tokenizer = AutoTokenizer.from_pretrained(base, truncation_side="left", model_max_length=512)
+    set_seed(42)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    out = work / name
+    if name == "stock":
+        stock_args = RewardConfig(
+            output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch, learning_rate=5e-5,
+            warmup_steps=0.1, weight_decay=0.01, seed=42, logging_steps=10, report_to="none", disable_tqdm=True,
+            save_strategy="no", eos_token="[SEP]", bf16=False, max_length=512,
+        )  # fmt: skip
+        trainer = RewardTrainer(
+            model=model, args=stock_args, processing_class=tokenizer,
+            train_dataset=Dataset.from_pandas(train[["prompt", "chosen", "rejected"]]),
+        )  # fmt: skip
+    else:
+        encoded = encode_preference_pairs(tokenizer, train, 512)
+        args = config(out, epochs, batch, train_sampling_strategy="group_by_length")
+        if name == "ranking":
+            trainer = RankingRewardTrainer(model=model, args=args, train_dataset=ranking_dataset(train, encoded),
+                                           processing_class=tokenizer,
+                                           data_collator=GroupCollator(tokenizer.pad_token_id))  # fmt: skip
+        else:
+            trainer = PairwiseRewardTrainer(model=model, args=args, train_dataset=pairwise_dataset(encoded, None),
+                                            processing_class=tokenizer)  # fmt: skip
+    started = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    tokens = trainer._total_train_tokens
+    if name == "stock":
+        accuracy = stock_eval(trainer.model, tokenizer, test)
+    else:
+        accuracy = evaluate_pairs(trainer.model, tokenizer, test, 512)["pairwise_accuracy"]
+    return {
+        "variant": name,
+        "data": data.name,
+        "epoch_s": wall / epochs,
+        "real_tokens_per_s": tokens / wall,
+        "real_tokens_per_epoch": tokens / epochs,
+        "held_out_accuracy": accuracy,
+        "held_out_pairs": len(test),
+    }
+
+
+def ceiling(base: str, data: Path, limit: int = 600) -> dict:
+    """Unpadded fp32 forward+backward tokens/s on training sequences: batch 1, and equal-length batches of 8."""
+    dataset, _ = build_dataset(data, test_size=0.2, split_seed=42)
+    train = dataset["train"].to_pandas()
+    tokenizer = AutoTokenizer.from_pretrained(base, truncation_side="left", model_max_length=512)
+    ids = encode_preference_pairs(tokenizer, train, 512).texts.input_ids[:limit]
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model.train()
+    for module in model.modules():  # same as the trainers: dropout off
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+    def step(batch: list[list[int]]) -> int:
+        x = torch.tensor(batch)
+        model(input_ids=x, attention_mask=torch.ones_like(x)).logits.sum().backward()
+        model.zero_grad(set_to_none=True)
+        return x.numel()
+
+    step(ids[:1])
+    started, tokens = time.perf_counter(), sum(step([seq]) for seq in ids)
+    single = tokens / (time.perf_counter() - started)
+    buckets: dict[int, list[list[int]]] = {}
+    for seq in ids:
+        buckets.setdefault(len(seq), []).append(seq)
+    batches = [b[i : i + 8] for b in buckets.values() for i in range(0, len(b), 8)]
+    started, tokens = time.perf_counter(), sum(step(b) for b in batches)
+    batched = tokens / (time.perf_counter() - started)
+    return {"data": data.name, "sequences": len(ids), "batch1_tokens_per_s": single,
+            "equal_length_batches_tokens_per_s": batched, "ceiling_tokens_per_s": max(single, batched)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--k4_prompts", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--hh", type=Path, default=HH)
+    parser.add_argument("--skip_hh", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    base = resolve_base_model(EMBEDDED_BASE_MODEL)
+    rows, ceilings = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sets = [k4_file(work / "k4.csv", args.k4_prompts)]
+        if not args.skip_hh and args.hh.is_file():
+            sets.append(args.hh)
+        for data in sets:
+            ceilings.append(ceiling(base, data))
+            print(ceilings[-1], flush=True)
+            for name in ("stock", "pairwise", "ranking"):
+                rows.append(run_variant(name, base, data, args.epochs, args.batch, work))
+                print(rows[-1], flush=True)
+    result = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}",
+              "epochs": args.epochs, "batch": args.batch, "runs": rows, "ceilings": ceilings}  # fmt: skip
+    out = REPO / "bench/results/trainer_speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n| data | variant | s/epoch | speed-up vs stock | real tokens/epoch | real tokens/s | held-out acc |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        stock = next(x for x in rows if x["data"] == r["data"] and x["variant"] == "stock")
+        print(
+            f"| {r['data']} | {r['variant']} | {r['epoch_s']:.1f} | {stock['epoch_s'] / r['epoch_s']:.2f}x "
+            f"| {r['real_tokens_per_epoch']:.0f} | {r['real_tokens_per_s']:.0f} | {r['held_out_accuracy']:.3f} |"
+        )
+    print("\n| data | fwd+bwd ceiling, batch 1 | equal-length batches of 8 | ours pairwise / ceiling |")
+    print("|---|---|---|---|")
+    for c in ceilings:
+        ours = next(x for x in rows if x["data"] == c["data"] and x["variant"] == "pairwise")
+        print(
+            f"| {c['data']} | {c['batch1_tokens_per_s']:.0f} | {c['equal_length_batches_tokens_per_s']:.0f} "
+            f"| {ours['real_tokens_per_s'] / c['ceiling_tokens_per_s']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
