@@ -1240,22 +1240,13 @@ def dataset_hub_target(script_args: Any) -> str | None:
 
 def push_dataset(dataset: DatasetDict, repo_id: str, private: bool | None = None, kept_in: str | None = None) -> str:
     """DatasetDict.push_to_hub; any Hub failure is a one-line UserError (the local copy is kept)."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from pipeline.hub import hub_errors
 
     keep = f"the dataset is kept in {kept_in}; run again when the Hub is reachable" if kept_in else "try again later"
-    try:
+    with hub_errors(f"the dataset to {repo_id}", keep):
         commit = dataset.push_to_hub(
             repo_id, private=private, commit_message="Upload preference pairs made by q2-reward"
         )
-    except OfflineModeIsEnabled as err:
-        raise UserError(f"cannot push the dataset to {repo_id}: offline mode is on (HF_HUB_OFFLINE); {keep}") from err
-    except HfHubHTTPError as err:
-        status = getattr(err.response, "status_code", "?")
-        hint = " (check HF_TOKEN has write access)" if status in (401, 403) else ""
-        raise UserError(f"cannot push the dataset to {repo_id}: the Hub answered HTTP {status}{hint}; {keep}") from err
-    except (OSError, httpx2.TransportError) as err:
-        raise UserError(f"cannot push the dataset to {repo_id}: the Hugging Face Hub is unreachable; {keep}") from err
     return str(getattr(commit, "commit_url", commit))
 
 
