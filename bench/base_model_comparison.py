@@ -62,6 +62,7 @@ def train_once(model: str, dataset: Path, seed: int, epochs: float, work: Path) 
         raise SystemExit(f"training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
     metrics = json.loads((out / "eval_results.json").read_text())
     metrics["wall_s"] = round(time.time() - started, 1)
+    print(f"run: {model} {dataset.name} seed {seed}: accuracy {metrics['pairwise_accuracy']:.4f}", flush=True)
     return metrics
 
 
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--hh_epochs", type=float, default=1)
     parser.add_argument("--only", choices=["answers", "hh"], help="run one of the two data sets")
     parser.add_argument("--output", default="bench/results/base_model_comparison.json")
+    parser.add_argument("--bases", nargs="+", choices=["embedded", "random"], default=["embedded", "random"])
     args = parser.parse_args()
     datasets = []
     if args.only in (None, "answers"):
@@ -81,7 +83,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bases = {"embedded pretrained": EMBEDDED_BASE_MODEL, "random init": str(random_twin(work / "random"))}
+        bases = {}
+        if "embedded" in args.bases:
+            bases["embedded pretrained"] = EMBEDDED_BASE_MODEL
+        if "random" in args.bases:
+            bases["random init"] = str(random_twin(work / "random"))
         for dataset, epochs in datasets:
             baselines = length_baselines(dataset)
             for label, model in bases.items():

@@ -120,8 +120,12 @@ def recipe_summary(script_args: ScriptArguments, training_args: PipelineRewardCo
 
 
 def use_all_cpu_cores() -> None:
-    """`accelerate launch` without a GPU sets OMP_NUM_THREADS=1, which halves CPU training speed on 2 cores."""
-    if torch.cuda.is_available() or torch.get_num_threads() > 1:
+    """`accelerate launch` without a GPU sets OMP_NUM_THREADS=1, which halves CPU training speed on 2 cores.
+
+    Only under accelerate (a plain `python pipeline/train.py` keeps whatever OMP_NUM_THREADS the user set).
+    """
+    launched_by_accelerate = any(key.startswith("ACCELERATE_") for key in os.environ)
+    if torch.cuda.is_available() or torch.get_num_threads() > 1 or not launched_by_accelerate:
         return
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = max(1, len(os.sched_getaffinity(0)) // local_processes)
