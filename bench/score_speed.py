@@ -1,0 +1,204 @@
+"""Scoring speed: the README's Quick Start loop vs `pipeline.score.RewardScorer`, on the same HH-RLHF pairs.
+
+    python bench/score_speed.py [--model DIR] [--pairs 1000] [--device auto] [--precisions fp32,bf16,fp16]
+
+One run. The model is `--model`, or the embedded pretrained DistilBERT (random reward head: speed and agreement are
+what is measured). The pairs are the first `--pairs` (prompt, chosen, rejected) of
+../shared/data/hh_harmless_dev.csv; each pair is two sequences. The Quick Start loop and each precision are timed
+on the same chunks of pairs, interleaved (`--rounds`, 3 on CPU), so a load change on a shared machine hits all of
+them alike; compare modes by their ratio to the loop of the same run. Prints a markdown table (`--json FILE` too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline.score import RewardScorer, plan_batches, resolve_device, resolve_precision  # noqa: E402
+
+DATA = REPO.parent / "shared/data/hh_harmless_dev.csv"
+
+
+def load_pairs(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
+    from pipeline.data import load_ranked, make_pairs
+
+    rows, _ = load_ranked(path)
+    pairs, _ = make_pairs(rows)
+    pairs = pairs.iloc[:n]
+    return pairs["prompt"].tolist(), pairs["chosen"].tolist(), pairs["rejected"].tolist()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def quick_start_loop(model, tokenizer, prompts, responses, device) -> np.ndarray:
+    """The README's Quick Start, one pair at a time (model and inputs on `device`)."""
+    scores = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        inputs = tokenizer(prompt, response, return_tensors="pt", truncation=True, max_length=512).to(device)
+        with torch.no_grad():
+            scores.append(model(**inputs).logits.item())
+    return np.asarray(scores)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    caps = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu} ({caps}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="reward model directory (default: the embedded DistilBERT, random head)")
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precisions",
+        help="comma-separated scorer precisions (default: fp32,bf16,fp16 on GPU and on CPUs with bf16 hardware; "
+        "fp32 on other CPUs, where bf16/fp16 autocast is emulated and several times slower than fp32)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="chunks of pairs; the modes take turns on each (default: 3 on CPU, 1 on GPU)"
+    )
+    parser.add_argument("--repeats", type=int, help="timed passes, median reported (default: 3 on GPU, 1 on CPU)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    from pipeline.evaluation import load_reward_model
+
+    if args.model:
+        model_path = args.model
+    else:
+        from pipeline.base_model import EMBEDDED_BASE_MODEL, resolve_base_model
+
+        model_path = resolve_base_model(EMBEDDED_BASE_MODEL)
+    device = resolve_device(args.device)
+    model, tokenizer = load_reward_model(model_path)
+    model = model.to(device=device, dtype=torch.float32).eval()
+    prompts, chosen, rejected = load_pairs(Path(args.data), args.pairs)
+    n = len(prompts)
+    fast_half = device.type == "cuda" or any(
+        getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    precisions = [p.strip() for p in (args.precisions or ("fp32,bf16,fp16" if fast_half else "fp32")).split(",")]
+    auto = resolve_precision("auto", device)
+    scorers = {p: RewardScorer(model, tokenizer, precision=p, device=device) for p in precisions}
+
+    # Sequences pair by pair (chosen, rejected), so a chunk of sequences is a chunk of whole pairs.
+    seq_prompts = [p for p in prompts for _ in (0, 1)]
+    seq_responses = [r for pair in zip(chosen, rejected, strict=True) for r in pair]
+    encoded = next(iter(scorers.values())).encode(seq_prompts, seq_responses)
+    lengths = [len(x) for x in encoded.input_ids]
+
+    gpu = device.type == "cuda"
+    names = ["Quick Start loop", *precisions]
+
+    def run(name: str, part: slice) -> np.ndarray:
+        if name == "Quick Start loop":
+            return quick_start_loop(model, tokenizer, seq_prompts[part], seq_responses[part], device)
+        return scorers[name].score(seq_prompts[part], seq_responses[part])
+
+    # Warm-up, not timed: first calls load kernels and pick algorithms for each new shape. On a GPU that costs
+    # seconds per mode, so each mode makes one whole pass first (timed apart as "first pass"); on CPU 16 sequences.
+    first_pass = {}
+    for name in names:
+        start = time.perf_counter()
+        run(name, slice(None) if gpu else slice(0, 16))
+        sync(device)
+        first_pass[name] = time.perf_counter() - start
+
+    repeats = args.repeats or (3 if gpu else 1)
+    rounds = args.rounds or (1 if gpu else 3)
+    times = {name: [0.0] * repeats for name in names}
+    scores = {name: np.empty(2 * n) for name in names}
+    bounds = np.linspace(0, n, max(1, rounds) + 1).round().astype(int) * 2
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    for repeat in range(repeats):
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            chunk = slice(int(lo), int(hi))
+            for name in names:
+                start = time.perf_counter()
+                out = run(name, chunk)
+                sync(device)
+                times[name][repeat] += time.perf_counter() - start
+                scores[name][chunk] = out
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    seconds = {name: float(np.median(times[name])) for name in names}
+
+    reference = scores["Quick Start loop"]
+    decision = reference[0::2] > reference[1::2]
+    rows = []
+    for name in names:
+        s = scores[name]
+        label = name if name == "Quick Start loop" else f"scorer {name}" + (" (= auto)" if name == auto else "")
+        rows.append(
+            {
+                "mode": label,
+                "seconds": seconds[name],
+                "seq_per_s": 2 * n / seconds[name],
+                "speedup": seconds["Quick Start loop"] / seconds[name],
+                "max_abs_diff": float(np.abs(s - reference).max()),
+                "pair_agreement": float(np.mean((s[0::2] > s[1::2]) == decision)),
+            }
+        )
+    scorer = next(iter(scorers.values()))
+    padded = sum(
+        len(b) * lengths[b[0]] for b in plan_batches(lengths, scorer.max_tokens, scorer.batch_size, scorer.max_padding)
+    )
+    result = {
+        "machine": machine(device),
+        "model": str(model_path),
+        "pairs": n,
+        "sequences": 2 * n,
+        "mean_tokens": float(np.mean(lengths)),
+        "truncated": int(sum(encoded.truncated)),
+        "padding": padded / sum(lengths) - 1,
+        "auto": auto,
+        "rounds": rounds,
+        "repeats": repeats,
+        "times": times,
+        "first_pass_seconds": first_pass if gpu else None,
+        "load_avg_1min": [load_before, load_after],
+        "rows": rows,
+    }
+    print(
+        f"{result['machine']}; {n} pairs = {2 * n} sequences, mean {result['mean_tokens']:.0f} tokens, "
+        f"{result['truncated']} truncated to max_length; scorer padding {result['padding']:.1%}; auto = {auto}; "
+        f"1-min load average {load_before:.1f} -> {load_after:.1f}; {rounds} round(s), median of {repeats} pass(es)"
+    )
+    if gpu:
+        print("first (warm-up) pass, s: " + ", ".join(f"{k} {v:.2f}" for k, v in first_pass.items()))
+    print()
+    print("| mode | seconds | sequences/s | × loop | max abs diff vs loop | pairwise decisions = loop |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['mode']} | {r['seconds']:.1f} | {r['seq_per_s']:.1f} | {r['speedup']:.2f} | "
+            f"{r['max_abs_diff']:.1e} | {r['pair_agreement']:.2%} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

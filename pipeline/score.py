@@ -1,0 +1,421 @@
+"""Score many (prompt, response) pairs with a saved reward model: batched, exact by default.
+
+    python -m pipeline.score --model DIR --input FILE --output FILE [--rank] [--standardize] [--precision auto]
+
+Every pair is encoded with the training encoding (`pipeline.encoding.encode_pairs`, i.e. the Quick Start call
+`tokenizer(prompt, response, truncation=True, max_length=512)`), then scored in length-sorted batches under
+`torch.inference_mode`. `precision="fp32"` (the default) gives the Quick Start's scores (within float32 rounding);
+`"bf16"`, `"fp16"` and `"auto"` trade a little precision for speed (see bench/RESULTS.md, "Scoring speed").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.errors import UserError, cli_entry
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pipeline.encoding import Encoded
+
+# pipeline.encoding / pipeline.evaluation (transformers, evaluate) are imported where used, so that the CLI
+# answers a bad file or column in a moment instead of after loading them.
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Tokens (sequences x padded length) per forward pass. On CPU a pass of a few thousand tokens already runs the
+# matmuls at full speed, and smaller batches keep padding low; on a GPU large batches are what makes it fast.
+# On CPU every padding token costs as much as a real one, so batches there also stop at 10% padding.
+CPU_MAX_TOKENS, CPU_MAX_BATCH, CPU_MAX_PADDING = 4096, 64, 0.1
+GPU_MAX_TOKENS, GPU_MAX_BATCH, GPU_MAX_PADDING = 65536, 512, 1.0
+# Pairs encoded at a time (bounds memory); batches are length-sorted within a chunk, so chunks are large.
+CHUNK_SIZE = 16384
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto`: the CUDA GPU when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: fp16 autocast on a CUDA GPU (as fast as bf16 there, and 8x finer rounding: it keeps >99% of pairwise
+    decisions, bf16 did not; see bench/RESULTS.md); fp32 elsewhere (bf16 and fp16 are slower than fp32 on CPUs
+    without bf16/fp16 hardware, and bf16's rounding flips too many close decisions)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU does not support bf16; use precision fp16 or fp32")
+    return precision
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int, max_padding: float = 1.0) -> list[np.ndarray]:
+    """Indices of each batch: longest first; at most `max_tokens` padded tokens, `max_batch` rows and a fraction
+    `max_padding` of padding tokens per batch. A sequence longer than `max_tokens` gets a batch of its own."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = max(1, int(lengths[order[start]]))
+        end, real = start + 1, longest
+        limit = min(len(order), start + max_batch, start + max(1, max_tokens // longest))
+        while end < limit:
+            padded = (end - start + 1) * longest
+            if padded - (real + lengths[order[end]]) > max_padding * padded:
+                break
+            real += int(lengths[order[end]])
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a one-label sequence-classification reward model.
+
+        scorer = RewardScorer.from_pretrained("reward_model")  # fp32: the Quick Start's scores
+        scores = scorer.score(["How do I boil an egg?"] * 2, ["9 minutes in boiling water.", "Fry it."])
+
+    `precision`: "fp32" (exact); "fp16" or "bf16" (autocast: faster on GPUs and on CPUs with such hardware; scores
+    differ from fp32 by ~1e-4 (fp16) or ~1e-3 (bf16); a batch that overflows fp16 is redone in fp32); "auto" (fp16
+    on a CUDA GPU, else fp32).
+    `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
+    weights). Scores come back in input order.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        precision: str = "fp32",
+        device: str | torch.device = "auto",
+        max_length: int | None = None,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.tokenizer = tokenizer
+        self.model = model.to(device=self.device, dtype=torch.float32).eval()
+        from pipeline.evaluation import default_max_length
+
+        self.max_length = int(max_length or default_max_length(model, tokenizer))
+        gpu = self.device.type == "cuda"
+        self.max_tokens = int(max_tokens or (GPU_MAX_TOKENS if gpu else CPU_MAX_TOKENS))
+        self.batch_size = int(batch_size or (GPU_MAX_BATCH if gpu else CPU_MAX_BATCH))
+        self.max_padding = GPU_MAX_PADDING if gpu else CPU_MAX_PADDING
+        self.chunk_size = CHUNK_SIZE
+        if self.max_tokens < 1 or self.batch_size < 1:
+            raise UserError("max_tokens and batch_size must be at least 1")
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:  # no padding token: one sequence per forward pass (still exact)
+            self.batch_size = 1
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> RewardScorer:
+        """Load a saved reward model (directory or Hub id); a missing tokenizer or num_labels != 1 is a UserError."""
+        from pipeline.evaluation import load_reward_model
+
+        model, tokenizer = load_reward_model(os.fspath(name_or_path))
+        return cls(model, tokenizer, **kwargs)
+
+    # -- reward statistics stored by training ------------------------------------------------------------------
+
+    @property
+    def reward_stats(self) -> tuple[float, float] | None:
+        """(reward_mean, reward_std) from the model's config.json, or None when the model has none."""
+        mean = getattr(self.model.config, "reward_mean", None)
+        std = getattr(self.model.config, "reward_std", None)
+        if mean is None or std is None or not float(std) > 0:
+            return None
+        return float(mean), float(std)
+
+    def standardize(self, scores: np.ndarray) -> np.ndarray:
+        """(score - reward_mean) / reward_std with the statistics of the training answers."""
+        stats = self.reward_stats
+        if stats is None:
+            raise UserError(
+                "the model has no reward_mean/reward_std in its config.json (models trained by pipeline/train.py "
+                "store them); score without standardising"
+            )
+        return (np.asarray(scores, dtype=np.float64) - stats[0]) / stats[1]
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Encoded:
+        """The training encoding of each pair (token ids, and which pairs were truncated)."""
+        from pipeline.encoding import encode_pairs
+
+        return encode_pairs(self.tokenizer, list(prompts), list(responses), self.max_length)
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        *,
+        standardize: bool = False,
+        progress: bool = False,
+        return_truncated: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """One score per (prompt, response), in input order (float64 array).
+
+        With `return_truncated`, also a bool array: which pairs were longer than `max_length` (and truncated).
+        Pairs are encoded and scored `chunk_size` at a time, so memory stays bounded for any number of pairs.
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        n = len(prompts)
+        scores = np.empty(n, dtype=np.float64)
+        truncated = np.zeros(n, dtype=bool)
+        bar = tqdm(total=n, desc="scoring", unit="seq", disable=not progress)
+        for start in range(0, n, self.chunk_size):
+            end = min(n, start + self.chunk_size)
+            encoded = self.encode(prompts[start:end], responses[start:end])
+            scores[start:end] = self._score_ids(encoded.input_ids, bar)
+            truncated[start:end] = encoded.truncated
+        bar.close()
+        if standardize:
+            scores = self.standardize(scores)
+        return (scores, truncated) if return_truncated else scores
+
+    def score_pairs(self, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> np.ndarray:
+        """`score` for an iterable of (prompt, response) tuples."""
+        pairs = list(pairs)
+        return self.score([p for p, _ in pairs], [r for _, r in pairs], **kwargs)
+
+    def __call__(self, prompt: str, response: str) -> float:
+        return float(self.score([prompt], [response])[0])
+
+    def score_ids(self, input_ids: Sequence[list[int]], progress: bool = False) -> np.ndarray:
+        """Scores of already encoded sequences, in input order."""
+        bar = tqdm(total=len(input_ids), desc="scoring", unit="seq", disable=not progress)
+        scores = self._score_ids(input_ids, bar)
+        bar.close()
+        return scores
+
+    @torch.inference_mode()
+    def _score_ids(self, input_ids: Sequence[list[int]], bar: tqdm) -> np.ndarray:
+        scores = np.empty(len(input_ids), dtype=np.float64)
+        lengths = [len(x) for x in input_ids]
+        for index in plan_batches(lengths, self.max_tokens, self.batch_size, self.max_padding):
+            width = lengths[index[0]]  # the longest of its batch
+            ids = torch.full((len(index), width), self.pad_id or 0, dtype=torch.long)
+            mask = torch.zeros((len(index), width), dtype=torch.long)
+            for row, i in enumerate(index):  # right padding: positions are those of the unpadded sequence
+                ids[row, : lengths[i]] = torch.as_tensor(input_ids[i])
+                mask[row, : lengths[i]] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            with self._autocast():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+            if logits.shape[-1] != 1:
+                raise UserError(f"the model has {logits.shape[-1]} outputs; a reward model has exactly one")
+            batch = logits[:, 0].float().cpu().numpy()
+            if self.precision != "fp32" and not np.isfinite(batch).all():  # fp16 overflow: this batch again in fp32
+                batch = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().numpy()
+            scores[index] = batch
+            bar.update(len(index))
+        return scores
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision in AUTOCAST:
+            return torch.autocast(self.device.type, dtype=AUTOCAST[self.precision])
+        return contextlib.nullcontext()
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """JSON Lines with every value kept as it is (numbers, lists, objects), so they are written back unchanged."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: line {number} is not valid JSON ({err.msg}); one JSON object per line") from err
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object")
+        records.append(record)
+    if not records:
+        raise UserError(f"{path}: the file is empty; expected one JSON object per line")
+    return pd.DataFrame.from_records(records)
+
+
+def read_input(path: Path) -> pd.DataFrame:
+    """Rows of a CSV/TSV (every value as text, as written), JSONL/JSON Lines (values as they are) or Parquet file."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return _read_jsonl(path)
+    from pipeline.data import read_table
+
+    return read_table(path)
+
+
+def _find_column(frame: pd.DataFrame, wanted: Sequence[str]) -> str | None:
+    for name in wanted:
+        if name in frame.columns:
+            return name
+    for name in wanted:  # a spreadsheet's "Prompt" or " response " still counts
+        hits = [c for c in frame.columns if str(c).strip().casefold() == name.strip().casefold()]
+        if hits:
+            return hits[0]
+    return None
+
+
+def _texts(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
+    values = frame[column].tolist()
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            values[i] = ""
+        elif not isinstance(value, str):
+            if isinstance(value, (list, dict)):
+                raise UserError(f"{path}: row {i + 1}: column {column!r} holds a list or object, not text")
+            values[i] = str(value)
+    return values
+
+
+def per_prompt_rank(prompts: Sequence[str], scores: np.ndarray) -> np.ndarray:
+    """Rank of each response among the responses to the same prompt: 1 = highest score; ties share the best rank."""
+    frame = pd.DataFrame({"prompt": list(prompts), "score": np.asarray(scores, dtype=np.float64)})
+    return frame.groupby("prompt", sort=False)["score"].rank(ascending=False, method="min").astype(int).to_numpy()
+
+
+def write_output(frame: pd.DataFrame, path: Path, kind: str) -> None:
+    """Write next to the target and rename, so a failed run leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if kind == "jsonl":
+            frame.to_json(staging, orient="records", lines=True, force_ascii=False)
+        else:
+            frame.to_csv(staging, index=False, sep="\t" if kind == "tsv" else ",")
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Score (prompt, response) rows with a saved reward model; writes the rows plus a score column."
+    )
+    parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
+    parser.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet file with prompt and response")
+    parser.add_argument("--output", required=True, help="output file: .csv, .tsv or .jsonl")
+    parser.add_argument("--prompt_column", default="prompt")
+    parser.add_argument("--response_column", help="default: response, or answer when there is no response column")
+    parser.add_argument("--score_column", default="score", help="name of the added column (default: score)")
+    parser.add_argument("--rank", action="store_true", help="add <score_column>_rank: rank within its prompt, 1 = best")
+    parser.add_argument("--standardize", action="store_true", help="(score - reward_mean) / reward_std from config")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default fp32 (exact)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--max_length", type=int, help="default: the tokenizer's model_max_length (capped at 512)")
+    parser.add_argument("--max_tokens", type=int, help="padded tokens per batch (default 4096 on CPU, 65536 on GPU)")
+    parser.add_argument("--batch_size", type=int, help="most sequences per batch (default 64 on CPU, 512 on GPU)")
+    parser.add_argument("--num_threads", type=int, help="CPU threads (default: all available cores)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    source, target = Path(args.input), Path(args.output)
+    if _same_file(source, target):
+        raise UserError(f"--output {target} is the input file; refusing to overwrite it, choose another name")
+    kind = OUTPUT_FORMATS.get(target.suffix.lower())
+    if kind is None:
+        raise UserError(f"--output {target}: unknown format {target.suffix!r}; use .csv, .tsv or .jsonl")
+    frame = read_input(source)
+    if frame.empty:
+        raise UserError(f"{source}: no rows to score (only a header)")
+    prompt_col = _find_column(frame, [args.prompt_column])
+    response_col = _find_column(frame, [args.response_column] if args.response_column else ["response", "answer"])
+    missing = [
+        name
+        for name, found in (
+            (args.prompt_column, prompt_col),
+            (args.response_column or "response (or answer)", response_col),
+        )
+        if found is None
+    ]
+    if missing:
+        found = ", ".join(map(repr, map(str, frame.columns)))
+        raise UserError(
+            f"{source}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file or "
+            "pass --prompt_column / --response_column"
+        )
+    new_columns = [args.score_column] + ([f"{args.score_column}_rank"] if args.rank else [])
+    clash = [c for c in new_columns if c in frame.columns]
+    if clash:
+        raise UserError(f"{source}: already has a column {clash[0]!r}; choose another name with --score_column")
+    prompts, responses = _texts(frame, prompt_col, source), _texts(frame, response_col, source)
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(args.num_threads or max(torch.get_num_threads(), cores))
+    scorer = RewardScorer.from_pretrained(
+        args.model,
+        precision=args.precision,
+        device=args.device,
+        max_length=args.max_length,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+    )
+    if args.standardize and scorer.reward_stats is None:
+        scorer.standardize(np.zeros(0))  # raises the one-line error before any scoring
+    scores, truncated = scorer.score(
+        prompts, responses, standardize=args.standardize, progress=not args.no_progress, return_truncated=True
+    )
+    frame[args.score_column] = scores
+    if args.rank:
+        frame[f"{args.score_column}_rank"] = per_prompt_rank(prompts, scores)
+    write_output(frame, target, kind)
+    truncated = int(truncated.sum())
+    note = f"; {truncated} longer than max_length {scorer.max_length} were truncated" if truncated else ""
+    print(
+        f"scored {len(frame)} rows with {args.model} ({scorer.precision} on {scorer.device}){note}; wrote {target}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()

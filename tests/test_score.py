@@ -1,0 +1,220 @@
+"""pipeline.score: batched scores equal the Quick Start's, in input order; the CLI's output and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO, build_tiny_model
+
+from pipeline.score import RewardScorer, main, per_prompt_rank, plan_batches
+
+LONG_PROMPT = "human: " + "the sky is blue because of light " * 120 + "what about red"
+PAIRS = [
+    ("How do I boil an egg?", "Put the egg in boiling water for 9 minutes."),
+    ("How do I boil an egg?", "Fry it."),
+    ("why is the sky blue", "because of light"),
+    ("write a short story", "once upon a time a city by the water"),
+    (LONG_PROMPT, "because the sky is blue"),  # > 512 tokens: truncated exactly as the Quick Start does
+    ("", "an empty prompt"),
+    ("why is the sky blue", "i can not help with that"),
+]
+
+
+def quick_start(model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    scores = []
+    for prompt, response in pairs:
+        inputs = tokenizer(prompt, response, return_tensors="pt", truncation=True, max_length=512)
+        with torch.no_grad():
+            scores.append(model(**inputs).logits.item())
+    return np.asarray(scores)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path) -> np.ndarray:
+    return quick_start(tiny_model_dir, PAIRS)
+
+
+def run_cli(*args: str) -> int:
+    """`python -m pipeline.score ARGS` in-process (stderr is read with capsys): the exit code."""
+    try:
+        main([*args, "--no_progress"])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def test_fp32_scores_equal_the_quick_start_in_input_order(tiny_model_dir: Path, reference: np.ndarray) -> None:
+    # Small batches force several length-sorted, padded batches; the order of the scores must still be the input's.
+    scorer = RewardScorer.from_pretrained(tiny_model_dir, max_tokens=64, batch_size=3, device="cpu")
+    assert scorer.precision == "fp32"
+    encoded = scorer.encode(*zip(*PAIRS, strict=True))
+    assert [len(x) for x in encoded.input_ids][4] == 512 and encoded.truncated[4]
+    scores = scorer.score_pairs(PAIRS)
+    np.testing.assert_allclose(scores, reference, atol=1e-4, rtol=0)
+    assert float(scorer(*PAIRS[2])) == pytest.approx(reference[2], abs=1e-4)
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS[::-1]), reference[::-1], atol=1e-4, rtol=0)
+
+
+def test_bf16_is_close_and_batches_cover_every_sequence(tiny_model_dir: Path, reference: np.ndarray) -> None:
+    scorer = RewardScorer.from_pretrained(tiny_model_dir, precision="bf16", device="cpu")
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=0.05, rtol=0)
+    batches = plan_batches([5, 512, 7, 7, 300, 1], max_tokens=600, max_batch=2)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(6))
+    assert all(len(b) * max([5, 512, 7, 7, 300, 1][i] for i in b) <= 600 or len(b) == 1 for b in batches)
+
+
+def test_auto_is_fp32_on_cpu_and_an_fp16_overflow_is_redone_in_fp32(tiny_model_dir: Path, reference) -> None:
+    assert RewardScorer.from_pretrained(tiny_model_dir, precision="auto", device="cpu").precision == "fp32"
+    scorer = RewardScorer.from_pretrained(tiny_model_dir, precision="fp16", device="cpu")
+    forward = scorer.model.forward
+
+    def overflowing(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if torch.is_autocast_enabled("cpu"):
+            out.logits = torch.full_like(out.logits, float("inf"))
+        return out
+
+    scorer.model.forward = overflowing
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+
+
+def test_standardised_scores_use_the_stored_reward_statistics(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "with-stats"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "reward_mean": 0.25, "reward_std": 2.0}))
+    scorer = RewardScorer.from_pretrained(model_dir)
+    assert scorer.reward_stats == (0.25, 2.0)
+    raw = scorer.score_pairs(PAIRS[:3])
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS[:3], standardize=True), (raw - 0.25) / 2.0)
+    assert RewardScorer.from_pretrained(tiny_model_dir).reward_stats is None
+
+
+def test_per_prompt_rank_is_one_for_the_best() -> None:
+    ranks = per_prompt_rank(["a", "b", "a", "a", "b"], np.array([0.1, 5.0, 0.3, -1.0, 6.0]))
+    assert ranks.tolist() == [2, 2, 1, 3, 1]
+
+
+def test_cli_writes_rows_in_order_with_scores_and_ranks(tiny_model_dir: Path, tmp_path: Path, reference) -> None:
+    source = tmp_path / "answers.csv"
+    frame = pd.DataFrame({"id": [f"0{i}" for i in range(len(PAIRS))], "prompt": [p for p, _ in PAIRS],
+                          "answer": [r for _, r in PAIRS], "note": ["x", "", "1.50", "y", "z", "w", "v"]})  # fmt: skip
+    frame.to_csv(source, index=False)
+    target = tmp_path / "out" / "scored.csv"
+    assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--rank") == 0
+    out = pd.read_csv(target, dtype=str, keep_default_na=False)
+    assert list(out.columns) == ["id", "prompt", "answer", "note", "score", "score_rank"]
+    assert out["id"].tolist() == frame["id"].tolist() and out["note"].tolist() == frame["note"].tolist()
+    np.testing.assert_allclose(out["score"].astype(float), reference, atol=1e-4, rtol=0)
+    ranks = out["score_rank"].astype(int).tolist()
+    assert ranks == per_prompt_rank(frame["prompt"].tolist(), reference).tolist()
+    assert sorted(ranks[:2]) == [1, 2] and sorted([ranks[2], ranks[6]]) == [1, 2] and ranks[3] == 1
+
+
+def test_python_m_cli_error_is_one_line_without_traceback(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "answers.csv"
+    source.write_text("question,answer\nhi,hello\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "pipeline.score", "--model", str(tiny_model_dir), "--input",
+                             str(source), "--output", str(tmp_path / "out.csv")],
+                            cwd=REPO, capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {source}: missing column 'prompt' (found 'question', 'answer'); rename it in the file or pass "
+        "--prompt_column / --response_column"
+    ]
+
+
+def test_cli_jsonl_keeps_values_and_standardises(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    model_dir = tmp_path / "with-stats"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "reward_mean": 1.0, "reward_std": 0.5}))
+    source = tmp_path / "in.jsonl"
+    records = [{"prompt": p, "response": r, "n": i, "meta": {"k": [i]}} for i, (p, r) in enumerate(PAIRS[:3])]
+    source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    target = tmp_path / "out.jsonl"
+    assert run_cli("--model", str(model_dir), "--input", str(source), "--output", str(target), "--standardize") == 0
+    written = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [{k: v for k, v in w.items() if k != "score"} for w in written] == records
+    raw = quick_start(tiny_model_dir, PAIRS[:3])
+    np.testing.assert_allclose([w["score"] for w in written], (raw - 1.0) / 0.5, atol=1e-3)
+    # The same model without statistics: --standardize is a one-line error.
+    code = run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--standardize")
+    assert code == 2 and "reward_mean" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite_its_input(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "answers.csv"
+    source.write_text("prompt,response\nhi,hello\n")
+    before = source.read_bytes()
+    code = run_cli(
+        "--model", str(tiny_model_dir), "--input", str(source), "--output", str(tmp_path / "." / source.name)
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "refusing to overwrite" in err
+    assert source.read_bytes() == before
+
+
+def two_label_model(tmp_path: Path) -> Path:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model_dir = build_tiny_model(tmp_path / "two")
+    config = AutoConfig.from_pretrained(model_dir, num_labels=2)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(model_dir)
+    return model_dir
+
+
+def bare_model(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, bare / name)
+    return bare
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing column", "missing column 'response (or answer)'"),
+        ("empty file", "the file is empty"),
+        ("header only", "no rows to score"),
+        ("no tokenizer", "cannot load a tokenizer"),
+        ("two labels", "num_labels=2; a reward model has 1"),
+        ("bad output suffix", "unknown format '.xlsx'"),
+    ],
+)
+def test_bad_input_is_one_error_line_exit_2(case, expected, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    source, model, output = tmp_path / "in.csv", tiny_model_dir, tmp_path / "out.csv"
+    source.write_text("prompt,response\nhi,hello\n")
+    if case == "missing column":
+        source.write_text("prompt,reply\nhi,hello\n")
+    elif case == "empty file":
+        source.write_text("")
+    elif case == "header only":
+        source.write_text("prompt,response\n")
+    elif case == "no tokenizer":
+        model = bare_model(tmp_path, tiny_model_dir)
+    elif case == "two labels":
+        model = two_label_model(tmp_path)
+    elif case == "bad output suffix":
+        output = tmp_path / "out.xlsx"
+    code = run_cli("--model", str(model), "--input", str(source), "--output", str(output))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and expected in err[-1], err
+    assert not any("Traceback" in line for line in err)
+    assert not output.exists()
