@@ -848,6 +848,26 @@ def _first_conflict(frame: pd.DataFrame, by: list[str], value: str) -> np.ndarra
     return conflicting.index.to_numpy()[same]
 
 
+def _drop_duplicates(
+    source: _Table,
+    report: DataReport,
+    keep: np.ndarray,
+    n: int,
+    frame: pd.DataFrame,
+    by: list[str],
+    value: str,
+    conflict_reason: str,
+) -> None:
+    """Same key with a different value is an error naming both rows; an exact repeat is dropped and counted."""
+    conflict = _first_conflict(frame, by, value)
+    if conflict is not None:
+        rows = ", ".join(map(str, source.rows(conflict)))
+        raise UserError(f"{source.label}: {source.row_word}s {rows}: the same {conflict_reason}; keep one of them")
+    duplicate = np.zeros(n, dtype=bool)
+    duplicate[frame.index.to_numpy()] = frame.duplicated(by).to_numpy()
+    _drop_rows(report, keep, duplicate, "duplicate_row")
+
+
 def _new_report(source: _Table, shape: str, found: dict[str, int]) -> DataReport:
     names = source.table.column_names
     return DataReport(
@@ -890,16 +910,7 @@ def _validate_ranked(
     index = _maybe_equal(keep, pid, [answer])
     aid, _ = _codes(answer.take(pa.array(index)))
     frame = pd.DataFrame({"p": pid[index], "a": aid, "v": value[index]}, index=index)
-    conflict = _first_conflict(frame, ["p", "a"], "v")
-    if conflict is not None:
-        rows = ", ".join(map(str, source.rows(conflict)))
-        raise UserError(
-            f"{source.label}: {source.row_word}s {rows}: the same prompt and answer have different {value_name}s; "
-            "keep one of them"
-        )
-    duplicate = np.zeros(n, dtype=bool)
-    duplicate[index] = frame.duplicated(["p", "a"]).to_numpy()
-    _drop_rows(report, keep, duplicate, "duplicate_row")
+    _drop_duplicates(source, report, keep, n, frame, ["p", "a"], "v", f"prompt and answer have different {value_name}s")
 
     counts = np.bincount(pid[keep], minlength=len(prompts))
     _drop_rows(report, keep, counts[pid] < 2, "prompt_with_one_answer")
@@ -1000,16 +1011,9 @@ def _pairwise(
     frame = pd.DataFrame(
         {"p": pid[index], "c": codes[: len(index)], "r": codes[len(index) :], "m": margin[index]}, index=index
     )
-    conflict = _first_conflict(frame, ["p", "c", "r"], "m")
-    if conflict is not None:
-        rows = ", ".join(map(str, source.rows(conflict)))
-        raise UserError(
-            f"{source.label}: {source.row_word}s {rows}: the same prompt, chosen and rejected have different "
-            "margins; keep one of them"
-        )
-    duplicate = np.zeros(n, dtype=bool)
-    duplicate[index] = frame.duplicated(["p", "c", "r"]).to_numpy()
-    _drop_rows(report, keep, duplicate, "duplicate_row")
+    _drop_duplicates(
+        source, report, keep, n, frame, ["p", "c", "r"], "m", "prompt, chosen and rejected have different margins"
+    )
     # A > B and B > A under one prompt (annotators disagree): no usable preference, both rows go.
     frame = frame[keep[frame.index.to_numpy()]]
     both = frame.reset_index().merge(frame, left_on=["p", "c", "r"], right_on=["p", "r", "c"])["index"]
