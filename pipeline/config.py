@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,38 @@ class PipelineRewardConfig(RewardConfig):
         default=512, metadata={"help": "Maximum tokens of [CLS] prompt [SEP] answer [SEP]; longer pairs are cut."}
     )
     learning_rate: float = field(default=5e-5, metadata={"help": "The initial learning rate for AdamW."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpoint schedule ('no', 'steps', 'epoch')."})
+    save_strategy: str = field(
+        default="steps",
+        metadata={
+            "help": "Checkpoint schedule ('steps', 'epoch', 'no'). Checkpoints go to .<output_dir>.checkpoints/; "
+            "rerunning the same command after a crash resumes from the last complete one."
+        },
+    )
+    save_steps: float = field(default=200, metadata={"help": "Save a checkpoint every N optimizer steps."})
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept (the newest ones); the folder is removed after success."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "'group_by_length' (default): batches of similar-length examples, less padding (measured 1.28x "
+            "faster on CPU, bench/RESULTS.md); 'random': TRL's default."
+        },
+    )
+    length_chunked_forward: bool = field(
+        default=True,
+        metadata={
+            "help": "On CPU with one process, run each batch as near-equal-length pieces (less padding, same loss)."
+        },
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP: look for parameters without gradients each step (none in these models; slower)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a model already saved in output_dir (otherwise the run stops before training)."},
+    )
     logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
 
     def __post_init__(self) -> None:
@@ -131,6 +163,10 @@ class PipelineRewardConfig(RewardConfig):
             )
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+        if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Several processes and no accelerator: without use_cpu, transformers/accelerate ignore WORLD_SIZE and
+            # every process trains alone on all the data (and writes the outputs). use_cpu selects DDP over gloo.
+            self.use_cpu = True
         if self.activation_checkpointing is None:  # off unless asked for under either name
             self.activation_checkpointing = bool(self.gradient_checkpointing)
         super().__post_init__()

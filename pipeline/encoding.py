@@ -39,14 +39,24 @@ def encode_pairs(
         p = list(prompts[start : start + batch_size])
         a = list(answers[start : start + batch_size])
         ids = tokenizer(p, a, truncation=True, max_length=max_length)["input_ids"]
-        # Untruncated lengths tell which pairs were cut and whether the answer lost tokens.
-        p_len = [len(x) for x in tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"]]
-        a_len = [len(x) for x in tokenizer(a, add_special_tokens=False, verbose=False)["input_ids"]]
-        for seq, lp, la in zip(ids, p_len, a_len, strict=True):
-            input_ids.append(seq)
-            cut = lp + la + specials > len(seq)
-            truncated.append(cut)
-            answer_truncated.append(cut and _answer_length(seq, tokenizer) < la)
+        input_ids.extend(ids)
+        cut = [False] * len(ids)
+        answer_cut = [False] * len(ids)
+        # Only a pair that fills max_length can have been cut: tokenize just those again, untruncated, to tell
+        # whether it was and whether the answer lost tokens (scoring and training skip two full passes).
+        full = [i for i, seq in enumerate(ids) if len(seq) >= max_length]
+        if full:
+            p_len = [
+                len(x) for x in tokenizer([p[i] for i in full], add_special_tokens=False, verbose=False)["input_ids"]
+            ]
+            a_len = [
+                len(x) for x in tokenizer([a[i] for i in full], add_special_tokens=False, verbose=False)["input_ids"]
+            ]
+            for i, lp, la in zip(full, p_len, a_len, strict=True):
+                cut[i] = lp + la + specials > len(ids[i])
+                answer_cut[i] = cut[i] and _answer_length(ids[i], tokenizer) < la
+        truncated.extend(cut)
+        answer_truncated.extend(answer_cut)
     return Encoded(input_ids, truncated, answer_truncated)
 
 

@@ -24,6 +24,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from pipeline.batching import (
+    CPU_MAX_BATCH,
+    CPU_MAX_PADDING,
+    CPU_MAX_TOKENS,
+    GPU_MAX_BATCH,
+    GPU_MAX_PADDING,
+    GPU_MAX_TOKENS,
+    plan_batches,
+)
 from pipeline.errors import UserError, cli_entry
 
 if TYPE_CHECKING:
@@ -36,11 +45,6 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Tokens (sequences x padded length) per forward pass. On CPU a pass of a few thousand tokens already runs the
-# matmuls at full speed, and smaller batches keep padding low; on a GPU large batches are what makes it fast.
-# On CPU every padding token costs as much as a real one, so batches there also stop at 10% padding.
-CPU_MAX_TOKENS, CPU_MAX_BATCH, CPU_MAX_PADDING = 4096, 64, 0.1
-GPU_MAX_TOKENS, GPU_MAX_BATCH, GPU_MAX_PADDING = 65536, 512, 1.0
 # Pairs encoded at a time (bounds memory); batches are length-sorted within a chunk, so chunks are large.
 CHUNK_SIZE = 16384
 
@@ -69,27 +73,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use precision fp16 or fp32")
     return precision
-
-
-def plan_batches(lengths: Sequence[int], max_tokens: int, max_batch: int, max_padding: float = 1.0) -> list[np.ndarray]:
-    """Indices of each batch: longest first; at most `max_tokens` padded tokens, `max_batch` rows and a fraction
-    `max_padding` of padding tokens per batch. A sequence longer than `max_tokens` gets a batch of its own."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
-    batches, start = [], 0
-    while start < len(order):
-        longest = max(1, int(lengths[order[start]]))
-        end, real = start + 1, longest
-        limit = min(len(order), start + max_batch, start + max(1, max_tokens // longest))
-        while end < limit:
-            padded = (end - start + 1) * longest
-            if padded - (real + lengths[order[end]]) > max_padding * padded:
-                break
-            real += int(lengths[order[end]])
-            end += 1
-        batches.append(order[start:end])
-        start = end
-    return batches
 
 
 class RewardScorer:

@@ -32,8 +32,16 @@ from transformers import (  # noqa: E402
 
 from pipeline.atomic import atomic_dir  # noqa: E402
 from pipeline.base_model import resolve_base_model  # noqa: E402
+from pipeline.checkpoints import (  # noqa: E402
+    checkpoint_dir_for,
+    dataset_fingerprint,
+    resume_point,
+    run_identity,
+    write_run_file,
+)
 from pipeline.config import PipelineRewardConfig, ScriptArguments, parse_recipe  # noqa: E402
 from pipeline.data import build_dataset, data_options, dataset_hub_target, push_dataset  # noqa: E402
+from pipeline.distributed import build_data_once, decided_by_main, full_model  # noqa: E402
 from pipeline.encoding import EncodedPairs, encode_preference_pairs  # noqa: E402
 from pipeline.errors import UserError, cli_entry  # noqa: E402
 from pipeline.evaluation import build_report, evaluate_pairs, score_ids, write_report  # noqa: E402
@@ -101,8 +109,8 @@ def quality_gate(report: dict[str, Any], min_accuracy: float) -> str | None:
     return None
 
 
-def check_output_dir(output_dir: Path) -> None:
-    """Fail before training, not after, when the model could not be saved."""
+def check_output_dir(output_dir: Path, overwrite: bool) -> None:
+    """Fail before training, not after, when the model could not be saved or would replace one unasked."""
     parent = output_dir.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +120,25 @@ def check_output_dir(output_dir: Path) -> None:
         raise UserError(f"output_dir {output_dir}: cannot write there ({err.strerror})") from err
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"output_dir {output_dir} exists and is not a directory")
+    if (output_dir / "config.json").exists() and not overwrite:
+        raise UserError(
+            f"output_dir {output_dir} already holds a trained model; to replace it set overwrite_output_dir: true "
+            "in the recipe (or pass --overwrite_output_dir true), or choose another output_dir"
+        )
+
+
+def check_disk_space(output_dir: Path, model: PreTrainedModel, args: PipelineRewardConfig) -> None:
+    """Fail before training when the model (and its checkpoints, with optimizer state) clearly cannot fit."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    kept = 0 if args.save_strategy == "no" else (args.save_total_limit or 3) + 1  # +1: one is written before rotation
+    needed = int(weights * (1 + 3 * kept) * 1.1) + (64 << 20)  # checkpoint = weights + two AdamW moments; + slack
+    free = shutil.disk_usage(output_dir.resolve().parent).free
+    if free < needed:
+        raise UserError(
+            f"output_dir {output_dir}: not enough free disk space (about {needed / 2**20:,.0f} MB needed for the "
+            f"model and {kept} checkpoint(s), {free / 2**20:,.0f} MB free); free some space, choose another "
+            "output_dir, or lower save_total_limit"
+        )
 
 
 def recipe_summary(script_args: ScriptArguments, training_args: PipelineRewardConfig, model_name: str) -> dict:
@@ -139,18 +166,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     script_args, training_args, model_args = parse_recipe(argv)
     use_all_cpu_cores()
     output_dir = Path(training_args.output_dir)
-    check_output_dir(output_dir)
-    is_main = training_args.process_index == 0
+    is_main, world_size = training_args.process_index == 0, training_args.world_size
+    decided_by_main(lambda: check_output_dir(output_dir, training_args.overwrite_output_dir), is_main, world_size)
     base_model = resolve_base_model(model_args.model_name_or_path)
+    checkpoint_dir = checkpoint_dir_for(output_dir)
 
     options = data_options(script_args)  # column mapping, input shape, separate test file
     dataset_repo = dataset_hub_target(script_args)  # None unless dataset_push_to_hub
-    dataset, report = build_dataset(
-        script_args.dataset_path,
-        script_args.test_size,
-        script_args.split_seed,
-        script_args.drop_empty_answers,
-        **options,
+    dataset, report = build_data_once(
+        lambda: build_dataset(
+            script_args.dataset_path,
+            script_args.test_size,
+            script_args.split_seed,
+            script_args.drop_empty_answers,
+            **options,
+        ),
+        checkpoint_dir / "data",
+        is_main,
+        world_size,
     )
     # Passed at load time so save_pretrained stores them: the Quick Start call then cuts long pairs as training did.
     tokenizer = AutoTokenizer.from_pretrained(
@@ -159,21 +192,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_set, train_encoded, train_stats = training_set(
         tokenizer, dataset["train"], training_args.max_length, script_args.objective, script_args.use_margin
     )
-    report_dict = report.as_dict()
-    report_dict["train_tokenization"] = train_stats
     if is_main:
         print(report.summary())
         print(
             f"  train pairs truncated to {training_args.max_length} tokens: {train_stats['truncated_pairs']} "
             f"(answer cut in {train_stats['answer_truncated_pairs']})"
         )
+        unit = "prompts" if script_args.objective == "ranking" else "pairs"
+        per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+        global_batch = per_step * world_size
+        print(f"training: world size {world_size} on {training_args.device.type}, global batch {global_batch} {unit}")
 
     set_seed(training_args.seed)  # the new reward head is random: seed it so runs repeat exactly
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+    decided_by_main(lambda: check_disk_space(output_dir, model, training_args), is_main, world_size)
+    identity = run_identity(
+        {**vars(script_args), **training_args.to_dict(), **vars(model_args)}, dataset_fingerprint(dataset)
+    )
+    explicit = training_args.resume_from_checkpoint
+    resume_from = decided_by_main(lambda: resume_point(checkpoint_dir, identity, explicit), is_main, world_size)
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # we push ourselves, after the local copy is complete
-    # Checkpoints (if the recipe asks for them) live beside the model, not inside it: the model dir is replaced whole.
-    checkpoint_dir = output_dir.resolve().parent / f".{output_dir.name}.checkpoints"
+    # Checkpoints live beside the model, not inside it: the model dir is replaced whole.
     training_args.output_dir = str(checkpoint_dir)
     if script_args.objective == "ranking":
         trainer = RankingRewardTrainer(
@@ -188,13 +228,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer = PairwiseRewardTrainer(
             model=model, args=training_args, train_dataset=train_set, processing_class=tokenizer
         )
-    train_result = trainer.train()
+    if is_main:
+        write_run_file(checkpoint_dir, identity)
+        if resume_from:
+            print(f"resuming from {resume_from} (a previous run of this recipe stopped there)")
+    train_result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     training_args.output_dir = str(output_dir)
+    trained = full_model(trainer, base_model, is_main)  # a collective under FSDP/DeepSpeed: every process joins
 
     results: dict[str, Any] = {}
     gate_failure: str | None = None
     if is_main:
-        trained = trainer.model
+        report_dict = report.as_dict()
+        report_dict["train_tokenization"] = train_stats
         test_pairs = dataset["test"].to_pandas()
         evaluate_args = (tokenizer, test_pairs, training_args.max_length, script_args.eval_batch_size)
         held_out = evaluate_pairs(trained, *evaluate_args, progress=True)
@@ -232,26 +278,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
         elif failure:
             print(f"warning: {failure}")
-        with atomic_dir(target) as staging:
-            trainer.save_model(str(staging))
-            tokenizer.save_pretrained(str(staging))
-            (staging / "training_args.bin").unlink(missing_ok=True)  # pickled config; the card has the recipe
-            (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-            (staging / "data_report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
-            write_report(staging / "evaluation", test_pairs, held_out, evaluation)
-            write_model_card(
-                staging,
-                base_model=model_args.model_name_or_path,
-                metrics=results,
-                evaluation=evaluation,
-                data_report=report_dict,
-                recipe=recipe_summary(script_args, training_args, model_args.model_name_or_path),
-                max_length=training_args.max_length,
-                truncation_side=script_args.truncation_side,
-                hub_model_id=training_args.hub_model_id if push else None,
-            )
-        if training_args.save_strategy == "no":
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        try:
+            with atomic_dir(target) as staging:
+                trained.save_pretrained(str(staging))
+                tokenizer.save_pretrained(str(staging))
+                (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+                (staging / "data_report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
+                write_report(staging / "evaluation", test_pairs, held_out, evaluation)
+                write_model_card(
+                    staging,
+                    base_model=model_args.model_name_or_path,
+                    metrics=results,
+                    evaluation=evaluation,
+                    data_report=report_dict,
+                    recipe=recipe_summary(script_args, training_args, model_args.model_name_or_path),
+                    max_length=training_args.max_length,
+                    truncation_side=script_args.truncation_side,
+                    hub_model_id=training_args.hub_model_id if push else None,
+                )
+        except OSError as err:  # disk full, quota, permissions changed mid-run: the previous model is untouched
+            raise UserError(
+                f"cannot save the model to {target}: {err.strerror or err}; nothing was replaced, and the run's "
+                f"checkpoints are kept in {checkpoint_dir} (free space and rerun the same command to resume)"
+            ) from err
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model is saved whole: checkpoints have done their job
         print((target / "evaluation" / "report.md").read_text())
         print(json.dumps({k: results[k] for k in ("pairwise_accuracy", "ci95", "num_pairs", "num_ties")}))
         print(f"saved reward model to {target}")

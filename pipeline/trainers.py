@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from datasets import Dataset
 from trl import RewardTrainer
 from trl.trainer.utils import pad
 
+from pipeline.batching import LengthChunkedForward
+from pipeline.checkpoints import COMPLETE
 from pipeline.encoding import EncodedPairs
 
 
@@ -37,8 +40,31 @@ class ThroughputMixin:
         return super()._inner_training_loop(*args, **kwargs)
 
 
-class PairwiseRewardTrainer(ThroughputMixin, RewardTrainer):
+class CompleteCheckpointMixin:
+    """Marks a checkpoint complete once every process has written its part, so resume never picks a torn one."""
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            (folder / COMPLETE).write_text(f"{self.state.global_step}\n")
+
+
+class LengthChunkedMixin:
+    """On CPU, one process: each step's forward runs as near-equal-length pieces (see LengthChunkedForward)."""
+
+    def _reward_forward(self, model):
+        wanted = getattr(self.args, "length_chunked_forward", False)  # a plain RewardConfig has no such key
+        chunk = wanted and self.args.device.type == "cpu" and self.accelerator.num_processes == 1
+        return LengthChunkedForward(model) if chunk else model
+
+
+class PairwiseRewardTrainer(CompleteCheckpointMixin, ThroughputMixin, LengthChunkedMixin, RewardTrainer):
     """Stock TRL pairwise loss; keeps our `length` column so `group_by_length` batches can use it."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(self._reward_forward(model), inputs, return_outputs, num_items_in_batch)
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -147,7 +173,7 @@ def group_ranking_loss(
     return loss, better.sum(), correct
 
 
-class RankingRewardTrainer(ThroughputMixin, RewardTrainer):
+class RankingRewardTrainer(CompleteCheckpointMixin, ThroughputMixin, LengthChunkedMixin, RewardTrainer):
     """Batches are whole prompt groups; each answer is encoded once and every ordered pair of the group is a term."""
 
     def __init__(self, *args, use_margin: bool = False, **kwargs) -> None:
@@ -163,7 +189,8 @@ class RankingRewardTrainer(ThroughputMixin, RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        forward = self._reward_forward(model)
+        outputs = forward(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         rewards = outputs.logits[:, 0]
         loss, n_pairs, n_correct = group_ranking_loss(rewards, inputs["ranks"], inputs["group"], self.use_margin)
         if mode == "train":

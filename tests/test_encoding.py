@@ -35,6 +35,10 @@ def test_long_pairs_are_truncated_not_dropped_and_counted(tiny_model_dir) -> Non
     # Identical to what a user gets from the saved tokenizer with the Quick Start call.
     for prompt, answer, ids in zip(prompts, answers, encoded.input_ids, strict=True):
         assert ids == tokenizer(prompt, answer, truncation=True, max_length=32)["input_ids"]
+    # A pair of exactly max_length tokens fills the limit without being cut: not counted.
+    exact = encode_pairs(tokenizer, ["short", "short"], ["because " * 28, "because " * 29], max_length=32)
+    assert [len(x) for x in exact.input_ids] == [32, 32]
+    assert exact.truncated == [False, True] and exact.answer_truncated == [False, True]
 
 
 def test_shared_answers_are_encoded_once(tiny_tokenizer) -> None:

@@ -118,7 +118,8 @@ def test_evaluation_cli_matches_training_report(trained) -> None:
 def test_rerun_replaces_the_model_whole(trained, tiny_model_dir: Path) -> None:
     output_dir, recipe, _ = trained
     before = (output_dir / "model.safetensors").read_bytes()
-    result = launch("--config", str(recipe), "--learning_rate", "3e-3", "--max_steps", "2", "--force_push", "true")
+    result = launch("--config", str(recipe), "--learning_rate", "3e-3", "--max_steps", "2", "--force_push", "true",
+                    "--overwrite_output_dir", "true")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output_dir / "model.safetensors").read_bytes() != before
     assert not [p for p in output_dir.parent.iterdir() if p.name.startswith(".")]
@@ -129,7 +130,8 @@ def test_quality_gate_refuses_to_replace_and_keeps_both_models(trained) -> None:
     before = (output_dir / "model.safetensors").read_bytes()
     candidate = output_dir.with_name("reward_model-candidate")
     result = subprocess.run(
-        [sys.executable, "pipeline/train.py", "--config", str(recipe), "--max_steps", "1", "--min_accuracy", "0.99"],
+        [sys.executable, "pipeline/train.py", "--config", str(recipe), "--max_steps", "1", "--min_accuracy", "0.99",
+         "--overwrite_output_dir", "true"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
@@ -145,7 +147,7 @@ def test_push_offline_is_one_line_and_keeps_local_model(trained) -> None:
     output_dir, recipe, _ = trained
     result = subprocess.run(
         [sys.executable, "pipeline/train.py", "--config", str(recipe), "--max_steps", "1", "--force_push", "true",
-         "--push_to_hub", "true", "--hub_model_id", "someone/rm"],
+         "--push_to_hub", "true", "--hub_model_id", "someone/rm", "--overwrite_output_dir", "true"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 2
@@ -178,7 +180,8 @@ def test_bad_dataset_exits_2_and_keeps_previous_model(trained, tmp_path: Path) -
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,answer,rank\nhello,world,best\n")
     result = subprocess.run(
-        [sys.executable, "pipeline/train.py", "--config", str(recipe), "--dataset_path", str(bad)],
+        [sys.executable, "pipeline/train.py", "--config", str(recipe), "--dataset_path", str(bad),
+         "--overwrite_output_dir", "true"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert result.returncode == 2

@@ -112,3 +112,30 @@ def test_ranking_trainer_trains(tiny_model_dir, tmp_path) -> None:
     assert math.isfinite(result.training_loss)
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logged and all("tokens_per_s" in entry for entry in logged[1:])
+
+
+def test_length_chunked_forward_gives_the_same_rewards_and_gradients(tiny_model_dir) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.batching import LengthChunkedForward
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    generator = torch.Generator().manual_seed(0)
+    lengths = [5, 120, 7, 118, 60, 6, 119, 61]  # mixed lengths: several pieces
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(5, 60, (n,), generator=generator)
+        mask[row, :n] = 1
+
+    def rewards_and_grads(forward) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        rewards = forward(input_ids=ids, attention_mask=mask).logits[:, 0]
+        (rewards * torch.arange(1.0, len(lengths) + 1)).sum().backward()  # order-sensitive: catches a shuffle
+        return rewards.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    whole, whole_grads = rewards_and_grads(model)
+    pieces, piece_grads = rewards_and_grads(LengthChunkedForward(model))
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=0)
+    for a, b in zip(piece_grads, whole_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

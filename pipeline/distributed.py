@@ -1,0 +1,79 @@
+"""What changes when several processes train: the data step runs once, and the final weights are gathered whole."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from accelerate.utils import broadcast_object_list
+from datasets import DatasetDict, load_from_disk
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from pipeline.atomic import atomic_dir
+from pipeline.errors import UserError
+
+Report = TypeVar("Report")
+T = TypeVar("T")
+
+
+def decided_by_main(decide: Callable[[], T], is_main: bool, world_size: int) -> T:
+    """Run `decide` on the main process only and hand its result (picklable, small) to every process.
+
+    A UserError on the main process is raised on every process: the others would otherwise wait forever at the
+    next collective. Used for everything that reads the filesystem or the data, so all processes act alike even
+    on nodes that do not share a filesystem.
+    """
+    if world_size == 1:
+        return decide()
+    box: list[Any] = [None, None]
+    if is_main:
+        try:
+            box[0] = decide()
+        except UserError as err:
+            box[1] = str(err)
+    broadcast_object_list(box, from_process=0)
+    if box[1] is not None:
+        raise UserError(box[1])
+    return box[0]
+
+
+def build_data_once(
+    build: Callable[[], tuple[DatasetDict, Report]], shared_dir: Path, is_main: bool, world_size: int
+) -> tuple[DatasetDict, Report | None]:
+    """The main process runs the data step and saves its result; the others wait, then load it.
+
+    Without a filesystem shared with the main process (multi-node without shared storage) a process builds the
+    same, deterministic dataset itself. Only the main process gets the report (only it prints and writes).
+    """
+    if world_size == 1:
+        return build()
+    built: list[tuple[DatasetDict, Report]] = []
+
+    def build_and_share() -> None:
+        built.append(build())
+        with atomic_dir(shared_dir) as staging:
+            built[0][0].save_to_disk(str(staging))
+
+    decided_by_main(build_and_share, is_main, world_size)
+    if is_main:
+        return built[0]
+    if (shared_dir / "dataset_dict.json").is_file():
+        return load_from_disk(str(shared_dir)), None
+    return build()[0], None
+
+
+def full_model(trainer, base_model: str, is_main: bool) -> PreTrainedModel | None:
+    """The trained model as one ordinary module on the main process (None elsewhere).
+
+    DDP keeps a whole copy on every process. FSDP and DeepSpeed shard it: gathering the full state dict is a
+    collective every process must join, after which the main process loads it into a plain model to evaluate and save.
+    """
+    if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        return trainer.accelerator.unwrap_model(trainer.model) if is_main else None
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not is_main:
+        return None
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+    model.load_state_dict(state_dict)
+    return model.to(trainer.accelerator.device)
