@@ -7,7 +7,8 @@
     (DistilBERT's limit; TRL drops longer pairs). Everything else is TRL's default (activation checkpointing on,
     random batches).
 (b) ours, `objective: pairwise`; (c) ours, `objective: ranking`. Both with the recipe defaults of this repo
-(length-grouped batches); "pairwise-random" is (b) with random batches, to show what length grouping is worth.
+(length-grouped batches, each batch's forward run as near-equal-length pieces on CPU); "pairwise-random" is (b)
+with random batches and "pairwise-unchunked" (b) with one padded forward per batch, to show what each is worth.
 All three: the embedded pretrained DistilBERT, same data, seed, epochs, learning rate and batch size (pairs for a/b,
 prompts for c). Also measured: the unpadded forward+backward ceiling of the same model and precision (fp32) on the
 same training sequences, one sequence at a time and in equal-length batches (8 rows; up to 4,096 tokens / 64 rows).
@@ -106,7 +107,8 @@ def run_variant(name: str, base: str, data: Path, epochs: float, batch: int, wor
     else:
         encoded = encode_preference_pairs(tokenizer, train, 512)
         sampling = "random" if name.endswith("random") else "group_by_length"
-        args = config(out, epochs, batch, train_sampling_strategy=sampling)
+        args = config(out, epochs, batch, train_sampling_strategy=sampling,
+                      length_chunked_forward=not name.endswith("unchunked"))  # fmt: skip
         if name == "ranking":
             trainer = RankingRewardTrainer(model=model, args=args, train_dataset=ranking_dataset(train, encoded),
                                            processing_class=tokenizer,
@@ -188,7 +190,7 @@ def main() -> None:
         for data in sets:
             ceilings.append(ceiling(base, data))
             print(ceilings[-1], flush=True)
-            for name in ("stock", "pairwise", "pairwise-random", "ranking"):
+            for name in ("stock", "pairwise", "pairwise-random", "pairwise-unchunked", "ranking"):
                 rows.append(run_variant(name, base, data, args.epochs, args.batch, work))
                 print(rows[-1], flush=True)
     result = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}",
