@@ -1,13 +1,25 @@
-"""Atomic directory outputs: build in a hidden sibling, then move into place, so a crash never leaves a mix."""
+"""Atomic directory outputs: build in a hidden sibling, then move into place, so a crash never leaves a mix.
+
+Replacing an existing directory uses Linux's renameat2(RENAME_EXCHANGE), one atomic step: at every instant `target`
+is the whole previous directory or the whole new one. Elsewhere it takes two renames (old aside, new in); a crash
+between them leaves `target` missing and the previous directory beside it, which the next `atomic_dir` on the same
+target restores before doing anything else. Staging directories of killed processes are removed by the same call.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _umask() -> int:
@@ -16,12 +28,50 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _leftovers(target: Path, kind: str) -> list[tuple[Path, int]]:
+    """Hidden siblings `.{name}.{kind}-{pid}-...` of target, with the pid that made them."""
+    found = []
+    for path in target.parent.glob(f".{target.name}.{kind}-*"):
+        pid = path.name[len(f".{target.name}.{kind}-") :].split("-", 1)[0]
+        if pid.isdigit():
+            found.append((path, int(pid)))
+    return found
+
+
+def recover(target: str | Path) -> None:
+    """Undo what a killed process left around `target`: restore a previous directory moved aside, drop staging."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for path, pid in _leftovers(target, "tmp"):
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+    for path, pid in sorted(_leftovers(target, "old"), key=lambda item: item[0].stat().st_mtime, reverse=True):
+        if _alive(pid) and pid != os.getpid():
+            continue  # another process is between its two renames right now
+        if not target.exists():
+            path.rename(target)  # crashed between "old aside" and "new in": the previous directory comes back
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty staging directory; on success it replaces `target`, on any error it is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    recover(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs should look like any other directory
         yield staging
@@ -31,12 +81,33 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2); False where the OS or filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # e.g. some network filesystems: fall back to two renames
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def replace_dir(staging: Path, target: Path) -> None:
     """Move a complete directory into place; an existing `target` is swapped out, then deleted."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
+    if not target.exists():
         staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # staging now holds the previous directory
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}-{staging.name[-8:]}")
+    target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,119 @@
+"""Atomic outputs: a directory is the whole previous one or the whole new one, whatever happens while writing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline import atomic
+from pipeline.atomic import atomic_dir, recover
+
+
+def write_model(path: Path, version: str) -> None:
+    (path / "config.json").write_text(version)
+    (path / "model.safetensors").write_text(version * 1000)
+
+
+def contents(path: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(path.iterdir())}
+
+
+def siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
+
+
+@pytest.fixture
+def previous(tmp_path: Path) -> Path:
+    target = tmp_path / "reward_model"
+    with atomic_dir(target) as staging:
+        write_model(staging, "v1")
+    return target
+
+
+def test_success_replaces_the_whole_directory_and_leaves_nothing_beside_it(previous: Path) -> None:
+    with atomic_dir(previous) as staging:
+        (staging / "config.json").write_text("v2")
+    assert contents(previous) == {"config.json": "v2"}  # no file of v1 survives in v2
+    assert siblings(previous) == []
+
+
+def test_error_while_writing_keeps_the_previous_directory(previous: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_dir(previous) as staging:
+        (staging / "config.json").write_text("v2")
+        raise RuntimeError("disk full")
+    assert contents(previous) == {"config.json": "v1", "model.safetensors": "v1" * 1000}
+    assert siblings(previous) == []
+
+
+def test_sigkill_while_writing_keeps_the_previous_directory_and_the_next_run_cleans_up(previous: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pipeline.atomic import atomic_dir
+        with atomic_dir({str(previous)!r}) as staging:
+            (staging / "config.json").write_text("v2")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+    assert killed.returncode == -9
+    assert contents(previous)["config.json"] == "v1"
+    assert len(siblings(previous)) == 1  # the dead process's staging directory
+    with atomic_dir(previous) as staging:
+        write_model(staging, "v3")
+    assert contents(previous)["config.json"] == "v3"
+    assert siblings(previous) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux-only")
+def test_replacement_is_one_atomic_exchange_on_linux(previous: Path, monkeypatch) -> None:
+    renames: list[tuple[str, str]] = []
+    real_rename = Path.rename
+    monkeypatch.setattr(
+        Path, "rename", lambda self, to: renames.append((self.name, Path(to).name)) or real_rename(self, to)
+    )
+    with atomic_dir(previous) as staging:
+        write_model(staging, "v2")
+    assert renames == []  # no instant at which reward_model/ is missing or half-moved
+    assert contents(previous)["config.json"] == "v2"
+    assert siblings(previous) == []
+
+
+def test_crash_between_the_two_fallback_renames_restores_the_previous_directory(previous: Path, monkeypatch) -> None:
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)  # a filesystem without renameat2
+    real_rename = Path.rename
+
+    def crash_on_second_rename(self: Path, to):
+        if self.name.startswith(".reward_model.tmp-"):
+            raise KeyboardInterrupt  # the process dies after moving the previous model aside
+        return real_rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", crash_on_second_rename)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(previous) as staging:
+        write_model(staging, "v2")
+    assert not previous.exists()
+    monkeypatch.setattr(Path, "rename", real_rename)
+    monkeypatch.setattr(atomic, "_alive", lambda pid: False)  # as after the process is gone
+    recover(previous)
+    assert contents(previous)["config.json"] == "v1"
+    assert siblings(previous) == []
+
+
+def test_fallback_renames_replace_the_directory(previous: Path, monkeypatch) -> None:
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    with atomic_dir(previous) as staging:
+        write_model(staging, "v2")
+    assert contents(previous)["config.json"] == "v2"
+    assert siblings(previous) == []
+
+
+def test_staging_of_a_live_process_is_left_alone(previous: Path) -> None:
+    busy = previous.with_name(f".{previous.name}.tmp-{os.getppid()}-abcdefgh")
+    busy.mkdir()
+    recover(previous)
+    assert busy.is_dir()
