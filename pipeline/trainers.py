@@ -14,6 +14,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from torch.utils.data import Sampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import RewardTrainer
 from trl.trainer.utils import pad
 
@@ -51,6 +53,45 @@ class CompleteCheckpointMixin:
             (folder / COMPLETE).write_text(f"{self.state.global_step}\n")
 
 
+class EpochSeededLengthGroupedSampler(Sampler[int]):
+    """transformers' length-grouped order, drawn from `seed + epoch` alone.
+
+    The stock LengthGroupedSampler draws from the global RNG, which a resumed run restores only after it has built
+    the epoch's order: a run resumed mid-epoch then skips the wrong batches (some pairs trained twice, some never).
+    No `generator` attribute on purpose: accelerate would replace its state with rank 0's at every epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class ResumableSamplerMixin:
+    """`group_by_length` batches whose order depends only on seed and epoch (see EpochSeededLengthGroupedSampler)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        column = self.args.length_column_name
+        if (
+            self.args.train_sampling_strategy == "group_by_length"
+            and isinstance(dataset, Dataset)
+            and column in dataset.column_names
+        ):
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return EpochSeededLengthGroupedSampler(dataset[column], batch, self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+
 class LengthChunkedMixin:
     """On CPU, one process: each step's forward runs as near-equal-length pieces (see LengthChunkedForward)."""
 
@@ -60,7 +101,9 @@ class LengthChunkedMixin:
         return LengthChunkedForward(model) if chunk else model
 
 
-class PairwiseRewardTrainer(CompleteCheckpointMixin, ThroughputMixin, LengthChunkedMixin, RewardTrainer):
+class PairwiseRewardTrainer(
+    CompleteCheckpointMixin, ResumableSamplerMixin, ThroughputMixin, LengthChunkedMixin, RewardTrainer
+):
     """Stock TRL pairwise loss; keeps our `length` column so `group_by_length` batches can use it."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -173,7 +216,9 @@ def group_ranking_loss(
     return loss, better.sum(), correct
 
 
-class RankingRewardTrainer(CompleteCheckpointMixin, ThroughputMixin, LengthChunkedMixin, RewardTrainer):
+class RankingRewardTrainer(
+    CompleteCheckpointMixin, ResumableSamplerMixin, ThroughputMixin, LengthChunkedMixin, RewardTrainer
+):
     """Batches are whole prompt groups; each answer is encoded once and every ordered pair of the group is a term."""
 
     def __init__(self, *args, use_margin: bool = False, **kwargs) -> None:

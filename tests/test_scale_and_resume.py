@@ -127,6 +127,28 @@ def test_sigkill_mid_checkpoint_then_rerun_resumes_to_the_same_model(
     np.testing.assert_allclose(margins(resumed.output_dir), margins(reference.output_dir), rtol=0, atol=1e-6)
 
 
+# The recipes' default batch order (length-grouped), several epochs: 4 steps of 64 pairs per epoch, checkpoints at
+# steps 3, 6 and 9. Killed while writing checkpoint-9, the rerun resumes from checkpoint-6, two steps into epoch 1.
+RESUME_RUN = {"max_steps": 10, "save_steps": 3, "train_sampling_strategy": "group_by_length",
+              "per_device_train_batch_size": 64}  # fmt: skip
+
+
+def test_resume_mid_epoch_with_length_grouped_batches_reaches_the_same_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    straight = train(write_recipe(tmp_path / "a.yaml", tiny_model_dir, tmp_path / "a" / "reward_model", **RESUME_RUN))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    recipe = write_recipe(tmp_path / "b.yaml", tiny_model_dir, tmp_path / "b" / "reward_model", **RESUME_RUN)
+    killed = train(recipe, launcher=(sys.executable, "-c", KILLER), KILL_AT_STEP="9")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = train(recipe)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint-6" in resumed.stdout
+    # Epoch 1's batches are the same as in the uninterrupted run: the ones trained before the crash are skipped,
+    # none is trained twice or missed.
+    np.testing.assert_allclose(margins(resumed.output_dir), margins(straight.output_dir), rtol=0, atol=1e-6)
+
+
 def test_existing_model_is_not_overwritten_unless_the_recipe_says_so(reference: Run, tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(Path(reference.output_dir.parent / "r.yaml").read_text())
