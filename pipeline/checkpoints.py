@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,16 @@ def write_run_file(directory: Path, identity: dict[str, Any]) -> None:
     tmp = directory / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
     tmp.replace(directory / RUN_FILE)
+
+
+def delete_old_checkpoints(run_dir: Path, keep: int | None, step: int) -> None:
+    """Keep the newest `keep` complete checkpoints; drop older ones and torn ones from before `step`."""
+    complete = complete_checkpoints(run_dir)
+    doomed = complete[:-keep] if keep and keep > 0 else []
+    for path in run_dir.glob("checkpoint-*"):
+        number = path.name.removeprefix("checkpoint-")
+        if path not in complete and number.isdigit() and int(number) < step:
+            doomed.append(path)  # torn by an earlier crash: never resumable
+    for path in doomed:
+        (path / COMPLETE).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)

@@ -20,7 +20,7 @@ from trl import RewardTrainer
 from trl.trainer.utils import pad
 
 from pipeline.batching import LengthChunkedForward
-from pipeline.checkpoints import COMPLETE
+from pipeline.checkpoints import COMPLETE, delete_old_checkpoints
 from pipeline.encoding import EncodedPairs
 
 
@@ -43,14 +43,24 @@ class ThroughputMixin:
 
 
 class CompleteCheckpointMixin:
-    """Marks a checkpoint complete once every process has written its part, so resume never picks a torn one."""
+    """Marks a checkpoint complete once every process has written its part, so resume never picks a torn one.
+
+    transformers deletes old checkpoints before we could mark the new one; with save_total_limit 1 a crash there
+    would leave no complete checkpoint. So old ones are deleted here, after the marker, marker first (a crash in the
+    middle of deleting leaves a folder that no longer counts, not a complete-looking one missing its optimizer).
+    """
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            (folder / COMPLETE).write_text(f"{self.state.global_step}\n")
+            run_dir = Path(self._get_output_dir(trial=trial))
+            (run_dir / f"checkpoint-{self.state.global_step}" / COMPLETE).write_text(f"{self.state.global_step}\n")
+            delete_old_checkpoints(run_dir, limit, self.state.global_step)
 
 
 class EpochSeededLengthGroupedSampler(Sampler[int]):

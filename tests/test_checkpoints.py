@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checkpoints import COMPLETE, complete_checkpoints, resume_point, run_identity, write_run_file
+from pipeline.checkpoints import (
+    COMPLETE,
+    complete_checkpoints,
+    delete_old_checkpoints,
+    resume_point,
+    run_identity,
+    write_run_file,
+)
 from pipeline.errors import UserError
 
 
@@ -52,3 +59,15 @@ def test_no_checkpoint_starts_fresh_and_explicit_path_wins(tmp_path: Path) -> No
     assert resume_point(tmp_path, identity, str(chosen)) == chosen
     with pytest.raises(UserError, match="resume_from_checkpoint .*: no such checkpoint directory"):
         resume_point(tmp_path, identity, str(tmp_path / "nope"))
+
+
+def test_old_and_torn_checkpoints_are_deleted_only_after_the_new_one_is_complete(tmp_path: Path) -> None:
+    for step in (4, 8):
+        make_checkpoint(tmp_path, step)
+    make_checkpoint(tmp_path, 10, complete=False)  # torn by an earlier crash
+    make_checkpoint(tmp_path, 12)  # the one just written and marked complete
+    make_checkpoint(tmp_path, 16, complete=False)  # a later torn one: a resumed run overwrites it when it gets there
+    delete_old_checkpoints(tmp_path, keep=1, step=12)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-12", "checkpoint-16"]
+    delete_old_checkpoints(tmp_path, keep=None, step=20)  # no limit: only torn ones go
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-12"]
