@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from pipeline.errors import UserError
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -41,7 +44,7 @@ def _alive(pid: int) -> bool:
 def _leftovers(target: Path, kind: str) -> list[tuple[Path, int]]:
     """Hidden siblings `.{name}.{kind}-{pid}-...` of target, with the pid that made them."""
     found = []
-    for path in target.parent.glob(f".{target.name}.{kind}-*"):
+    for path in target.parent.glob(f".{glob.escape(target.name)}.{kind}-*"):
         pid = path.name[len(f".{target.name}.{kind}-") :].split("-", 1)[0]
         if pid.isdigit():
             found.append((path, int(pid)))
@@ -111,3 +114,44 @@ def replace_dir(staging: Path, target: Path) -> None:
     target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# The placeholder README the repository ships in reward_model/ says it is replaced by training.
+PLACEHOLDER_README = "Training replaces this folder"
+
+
+def check_replaceable(target: str | Path, own_files: tuple[str, ...], what: str, inputs: tuple[str, ...] = ()) -> bool:
+    """Refuse, before any work, a target whose replacement would delete what this program did not write.
+
+    The target is replaced as a whole when saving, so it must be absent, empty, an earlier output of ours (all of
+    `own_files` present: the return value is then True), or the placeholder reward_model/. Never the current
+    directory or one above it, a mount point, or a folder holding one of the `inputs`.
+    """
+    target = Path(os.path.abspath(target))
+    cwd = Path.cwd()
+    hint = f"choose a new folder for it, e.g. {target / 'reward_model'}"
+    if target in (cwd, *cwd.parents) or target == Path.home():
+        raise UserError(f"{what} {target} is the current directory or one above it: it is replaced as a whole; {hint}")
+    if target.is_dir() and os.path.ismount(target):
+        raise UserError(f"{what} {target} is a mount point and cannot be replaced as a whole; {hint}")
+    for name in inputs:
+        path = Path(os.path.abspath(name)) if name else None
+        if path is not None and path.exists() and (path == target or target in path.parents):
+            raise UserError(f"{what} {target} holds the input {name}, and it is replaced as a whole; {hint}")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{what} {target} exists and is not a directory")
+    if not target.is_dir():
+        return False
+    entries = sorted(p.name for p in target.iterdir())
+    if own_files and all(name in entries for name in own_files):
+        return True
+    readme = target / "README.md"
+    if not entries or (
+        entries == ["README.md"] and PLACEHOLDER_README in " ".join(readme.read_text(errors="replace").split())
+    ):
+        return False
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise UserError(
+        f"{what} {target} already holds files this program did not write ({shown}); it is replaced as a whole when "
+        f"saving, so {hint}, or empty that one"
+    )

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from pipeline.atomic import atomic_dir
+from pipeline.atomic import atomic_dir, check_replaceable
 from pipeline.errors import UserError, cli_entry
 
 RANKED_COLUMNS = ("prompt", "answer", "rank")
@@ -1270,6 +1270,8 @@ def main(argv: list[str] | None = None) -> None:
     script_args, training_args, _ = parse_recipe(argv)
     options = data_options(script_args)
     repo_id = dataset_hub_target(script_args)
+    inputs = (script_args.dataset_path, script_args.test_path or "")
+    check_replaceable(output_dir, ("dataset_dict.json", "data_report.json"), "--output_dir", inputs)
     dataset, report = build_dataset(
         script_args.dataset_path,
         script_args.test_size,

@@ -30,7 +30,7 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
-from pipeline.atomic import atomic_dir  # noqa: E402
+from pipeline.atomic import atomic_dir, check_replaceable  # noqa: E402
 from pipeline.base_model import resolve_base_model  # noqa: E402
 from pipeline.checkpoints import (  # noqa: E402
     checkpoint_dir_for,
@@ -55,6 +55,8 @@ from pipeline.trainers import (  # noqa: E402
     ranking_dataset,
 )
 
+# A directory holding these was written by this program (and may be replaced with overwrite_output_dir).
+OWN_MODEL_FILES = ("config.json", "eval_results.json")
 RECIPE_KEYS_IN_CARD = (
     "model_name_or_path", "dataset_path", "test_path", "input_shape", "objective", "train_sampling_strategy",
     "test_size", "split_seed", "use_margin", "truncation_side", "max_length",
@@ -109,22 +111,26 @@ def quality_gate(report: dict[str, Any], min_accuracy: float) -> str | None:
     return None
 
 
-def check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    """Fail before training, not after, when the model could not be saved or would replace one unasked."""
-    parent = output_dir.resolve().parent
+def check_output_dir(output_dir: Path, overwrite: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Fail before training, not after, when the model could not be saved or would replace something unasked."""
+    parent = output_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-"):
             pass
     except OSError as err:
         raise UserError(f"output_dir {output_dir}: cannot write there ({err.strerror})") from err
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output_dir {output_dir} exists and is not a directory")
-    if (output_dir / "config.json").exists() and not overwrite:
+    if check_replaceable(output_dir, OWN_MODEL_FILES, "output_dir", inputs) and not overwrite:
         raise UserError(
             f"output_dir {output_dir} already holds a trained model; to replace it set overwrite_output_dir: true "
             "in the recipe (or pass --overwrite_output_dir true), or choose another output_dir"
         )
+    # Where a model that fails the quality gate goes instead: also replaced as a whole.
+    check_replaceable(candidate_dir(output_dir), OWN_MODEL_FILES, "output_dir's candidate folder", inputs)
+
+
+def candidate_dir(output_dir: Path) -> Path:
+    return output_dir.with_name(f"{output_dir.name}-candidate")
 
 
 def check_disk_space(output_dir: Path, model: PreTrainedModel, args: PipelineRewardConfig) -> None:
@@ -165,9 +171,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.time()
     script_args, training_args, model_args = parse_recipe(argv)
     use_all_cpu_cores()
-    output_dir = Path(training_args.output_dir)
+    # Absolute, no symlinks: "." or "out/" or a link must name the folder that is replaced, not its entry.
+    output_dir = Path(training_args.output_dir).resolve()
     is_main, world_size = training_args.process_index == 0, training_args.world_size
-    decided_by_main(lambda: check_output_dir(output_dir, training_args.overwrite_output_dir), is_main, world_size)
+    inputs = (script_args.dataset_path, script_args.test_path or "")
+    decided_by_main(
+        lambda: check_output_dir(output_dir, training_args.overwrite_output_dir, inputs), is_main, world_size
+    )
     base_model = resolve_base_model(model_args.model_name_or_path)
     checkpoint_dir = checkpoint_dir_for(output_dir)
 
@@ -234,84 +244,86 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"resuming from {resume_from} (a previous run of this recipe stopped there)")
     train_result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     training_args.output_dir = str(output_dir)
-    trained = full_model(trainer, base_model, is_main)  # a collective under FSDP/DeepSpeed: every process joins
+    trained = full_model(trainer, is_main)  # a collective under FSDP/DeepSpeed: every process joins
+    if not is_main:
+        # The main process evaluates and saves alone. No barrier after it: a long evaluation would outlast the
+        # others' collective timeout (ddp_timeout) and get the main process killed in the middle of saving.
+        return {}
 
     results: dict[str, Any] = {}
     gate_failure: str | None = None
-    if is_main:
-        report_dict = report.as_dict()
-        report_dict["train_tokenization"] = train_stats
-        test_pairs = dataset["test"].to_pandas()
-        evaluate_args = (tokenizer, test_pairs, training_args.max_length, script_args.eval_batch_size)
-        held_out = evaluate_pairs(trained, *evaluate_args, progress=True)
-        set_seed(training_args.seed)  # the same random head as before training
-        untrained_model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
-        untrained = evaluate_pairs(untrained_model.to(trained.device), *evaluate_args)
-        del untrained_model
-        evaluation = build_report(test_pairs, held_out, untrained, seed=training_args.seed)
-        stats = reward_statistics(
-            trained, tokenizer, train_encoded, script_args.reward_stats_max_answers, script_args.eval_batch_size
-        )
-        trained.config.update(stats)  # saved in config.json: (score - reward_mean) / reward_std standardises
-        results = {
-            **evaluation["model"],
-            "best_trivial_baseline": evaluation["best_trivial_baseline"],
-            "split": "test",
-            "test_prompts": report.splits["test"]["prompts"],
-            "train_pairs": report.splits["train"]["pairs"],
-            **stats,
-            "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1),
-            "total_runtime_s": round(time.time() - started, 1),
-        }
-        failure = quality_gate(evaluation, script_args.min_accuracy)
-        replacing = (output_dir / "config.json").exists()
-        target = output_dir
-        if failure and (push or replacing):
-            if script_args.force_push:
-                print(f"warning: {failure}; continuing because force_push is set")
-            else:
-                target = output_dir.with_name(f"{output_dir.name}-candidate")
-                action = f"not pushing to {training_args.hub_model_id}" if push else f"not replacing {output_dir}"
-                gate_failure = (
-                    f"quality gate: {failure}; {action}. The new model is saved in {target}. "
-                    "To push or replace anyway, set force_push: true in the recipe (or pass --force_push true)"
-                )
-        elif failure:
-            print(f"warning: {failure}")
-        try:
-            with atomic_dir(target) as staging:
-                trained.save_pretrained(str(staging))
-                tokenizer.save_pretrained(str(staging))
-                (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-                (staging / "data_report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
-                write_report(staging / "evaluation", test_pairs, held_out, evaluation)
-                write_model_card(
-                    staging,
-                    base_model=model_args.model_name_or_path,
-                    metrics=results,
-                    evaluation=evaluation,
-                    data_report=report_dict,
-                    recipe=recipe_summary(script_args, training_args, model_args.model_name_or_path),
-                    max_length=training_args.max_length,
-                    truncation_side=script_args.truncation_side,
-                    hub_model_id=training_args.hub_model_id if push else None,
-                )
-        except OSError as err:  # disk full, quota, permissions changed mid-run: the previous model is untouched
-            raise UserError(
-                f"cannot save the model to {target}: {err.strerror or err}; nothing was replaced, and the run's "
-                f"checkpoints are kept in {checkpoint_dir} (free space and rerun the same command to resume)"
-            ) from err
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model is saved whole: checkpoints have done their job
-        print((target / "evaluation" / "report.md").read_text())
-        print(json.dumps({k: results[k] for k in ("pairwise_accuracy", "ci95", "num_pairs", "num_ties")}))
-        print(f"saved reward model to {target}")
-    trainer.accelerator.wait_for_everyone()
+    report_dict = report.as_dict()
+    report_dict["train_tokenization"] = train_stats
+    test_pairs = dataset["test"].to_pandas()
+    evaluate_args = (tokenizer, test_pairs, training_args.max_length, script_args.eval_batch_size)
+    held_out = evaluate_pairs(trained, *evaluate_args, progress=True)
+    set_seed(training_args.seed)  # the same random head as before training
+    untrained_model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+    untrained = evaluate_pairs(untrained_model.to(trained.device), *evaluate_args)
+    del untrained_model
+    evaluation = build_report(test_pairs, held_out, untrained, seed=training_args.seed)
+    stats = reward_statistics(
+        trained, tokenizer, train_encoded, script_args.reward_stats_max_answers, script_args.eval_batch_size
+    )
+    trained.config.update(stats)  # saved in config.json: (score - reward_mean) / reward_std standardises
+    results = {
+        **evaluation["model"],
+        "best_trivial_baseline": evaluation["best_trivial_baseline"],
+        "split": "test",
+        "test_prompts": report.splits["test"]["prompts"],
+        "train_pairs": report.splits["train"]["pairs"],
+        **stats,
+        "train_runtime_s": round(train_result.metrics.get("train_runtime", 0.0), 1),
+        "total_runtime_s": round(time.time() - started, 1),
+    }
+    failure = quality_gate(evaluation, script_args.min_accuracy)
+    replacing = (output_dir / "config.json").exists()
+    target = output_dir
+    if failure and (push or replacing):
+        if script_args.force_push:
+            print(f"warning: {failure}; continuing because force_push is set")
+        else:
+            target = candidate_dir(output_dir)
+            action = f"not pushing to {training_args.hub_model_id}" if push else f"not replacing {output_dir}"
+            gate_failure = (
+                f"quality gate: {failure}; {action}. The new model is saved in {target}. "
+                "To push or replace anyway, set force_push: true in the recipe (or pass --force_push true)"
+            )
+    elif failure:
+        print(f"warning: {failure}")
+    try:
+        with atomic_dir(target) as staging:
+            trained.save_pretrained(str(staging))
+            tokenizer.save_pretrained(str(staging))
+            (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+            (staging / "data_report.json").write_text(json.dumps(report_dict, indent=2) + "\n")
+            write_report(staging / "evaluation", test_pairs, held_out, evaluation)
+            write_model_card(
+                staging,
+                base_model=model_args.model_name_or_path,
+                metrics=results,
+                evaluation=evaluation,
+                data_report=report_dict,
+                recipe=recipe_summary(script_args, training_args, model_args.model_name_or_path),
+                max_length=training_args.max_length,
+                truncation_side=script_args.truncation_side,
+                hub_model_id=training_args.hub_model_id if push else None,
+            )
+    except OSError as err:  # disk full, quota, permissions changed mid-run: the previous model is untouched
+        raise UserError(
+            f"cannot save the model to {target}: {err.strerror or err}; nothing was replaced, and the run's "
+            f"checkpoints are kept in {checkpoint_dir} (free space and rerun the same command to resume)"
+        ) from err
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # the model is saved whole: checkpoints have done their job
+    print((target / "evaluation" / "report.md").read_text())
+    print(json.dumps({k: results[k] for k in ("pairwise_accuracy", "ci95", "num_pairs", "num_ties")}))
+    print(f"saved reward model to {target}")
     if gate_failure:
         raise UserError(gate_failure)
-    if is_main and dataset_repo:
+    if dataset_repo:
         url = push_dataset(dataset, dataset_repo, private=training_args.hub_private_repo)
         print(f"pushed the dataset to {url}")
-    if is_main and push:
+    if push:
         url = push_folder(output_dir, training_args.hub_model_id, private=training_args.hub_private_repo)
         print(f"pushed to {url}")
     return results

@@ -9,9 +9,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pipeline import atomic
-from pipeline.atomic import atomic_dir, recover
+from pipeline.atomic import atomic_dir, check_replaceable, recover
+from pipeline.errors import UserError
 
 
 def write_model(path: Path, version: str) -> None:
@@ -117,3 +119,60 @@ def test_staging_of_a_live_process_is_left_alone(previous: Path) -> None:
     busy.mkdir()
     recover(previous)
     assert busy.is_dir()
+
+
+# -- what may be replaced at all ------------------------------------------------------------------------------
+
+OWN = ("config.json", "eval_results.json")
+
+
+def test_absent_empty_own_and_placeholder_targets_may_be_replaced(tmp_path: Path) -> None:
+    assert check_replaceable(tmp_path / "new", OWN, "output_dir") is False
+    (tmp_path / "empty").mkdir()
+    assert check_replaceable(tmp_path / "empty", OWN, "output_dir") is False
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    for name in (*OWN, "model.safetensors"):
+        (ours / name).write_text("{}")
+    assert check_replaceable(ours, OWN, "output_dir") is True  # the caller asks for overwrite_output_dir
+    shipped = REPO / "reward_model"
+    assert check_replaceable(shipped, OWN, "output_dir") is False  # the repository's placeholder README only
+
+
+@pytest.mark.parametrize("content", [["notes.txt"], ["config.json"], ["README.md"]])
+def test_a_folder_with_files_not_written_here_is_refused(tmp_path: Path, content: list[str]) -> None:
+    target = tmp_path / "project"
+    target.mkdir()
+    for name in content:
+        (target / name).write_text("someone's work")
+    with pytest.raises(UserError, match=r"already holds files this program did not write \(.*\); it is replaced"):
+        check_replaceable(target, OWN, "output_dir")
+
+
+def test_current_directory_its_parents_and_folders_holding_the_input_are_refused(tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "answers.csv").write_text("prompt,answer,rank\n")
+    monkeypatch.chdir(work)
+    for target in (".", "..", str(work) + "/"):
+        with pytest.raises(UserError, match="is the current directory or one above it"):
+            check_replaceable(target, OWN, "output_dir")
+    with pytest.raises(UserError, match="holds the input data/answers.csv"):
+        check_replaceable("data", OWN, "output_dir", inputs=("data/answers.csv",))
+
+
+def test_training_refuses_a_foreign_output_dir_before_any_work(tmp_path: Path) -> None:
+    target = tmp_path / "project"
+    target.mkdir()
+    (target / "notes.txt").write_text("a day of notes")
+    result = subprocess.run(
+        [sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--output_dir", str(target),
+         "--overwrite_output_dir", "true"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: output_dir {target} already holds files this program did not write (notes.txt); it is replaced as "
+        f"a whole when saving, so choose a new folder for it, e.g. {target / 'reward_model'}, or empty that one"
+    ]
+    assert (target / "notes.txt").read_text() == "a day of notes"
