@@ -16,6 +16,7 @@ from pipeline.errors import UserError
 
 Report = TypeVar("Report")
 T = TypeVar("T")
+FINGERPRINT_FILE = "q2_data_fingerprint"
 
 
 def decided_by_main(decide: Callable[[], T], is_main: bool, world_size: int) -> T:
@@ -62,6 +63,7 @@ def build_data_once(
         try:
             with atomic_dir(shared_dir) as staging:
                 built[0][0].save_to_disk(str(staging))
+                (staging / FINGERPRINT_FILE).write_text(dataset_fingerprint(built[0][0]))
         except OSError as err:
             raise UserError(
                 f"cannot write the prepared data to {shared_dir}: {err.strerror or err}; free some disk space or "
@@ -72,10 +74,11 @@ def build_data_once(
     fingerprint = decided_by_main(build_and_share, is_main, world_size)
     if is_main:
         return built[0]
-    if (shared_dir / "dataset_dict.json").is_file():
-        shared = load_from_disk(str(shared_dir))
-        if dataset_fingerprint(shared) == fingerprint:  # not a stale copy on a node that does not share the disk
-            return shared, None
+    stamp = shared_dir / FINGERPRINT_FILE
+    # A copy from an earlier run on a node that does not share the main process's disk has another stamp.
+    # (load_from_disk gives new fingerprints, so the stamp is written beside the data.)
+    if stamp.is_file() and stamp.read_text() == fingerprint:
+        return load_from_disk(str(shared_dir)), None
     return build()[0], None
 
 

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from datasets import Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification
 
 from pipeline import distributed
-from pipeline.distributed import decided_by_main, full_model
+from pipeline.distributed import build_data_once, decided_by_main, full_model
 from pipeline.errors import UserError
 
 
@@ -66,3 +67,28 @@ def test_gathered_weights_load_into_the_trainers_config_in_fp32(tiny_model_dir: 
     for name, value in model.state_dict().items():
         assert value.dtype == torch.float32
         torch.testing.assert_close(value, half[name].float(), rtol=0, atol=0)
+
+
+def test_the_data_step_runs_once_and_a_stale_copy_is_not_used(tmp_path: Path, broadcasts: list[list]) -> None:
+    def dataset(values: list[int]) -> DatasetDict:
+        return DatasetDict({"train": Dataset.from_dict({"a": values}), "test": Dataset.from_dict({"a": [0]})})
+
+    calls: list[str] = []
+
+    def build(values: list[int], who: str):
+        def run():
+            calls.append(who)
+            return dataset(values), "report"
+
+        return run
+
+    shared = tmp_path / ".reward_model.checkpoints" / "data"
+    main, report = build_data_once(build([1, 2], "main"), shared, is_main=True, world_size=2)
+    assert report == "report" and main["train"]["a"] == [1, 2]
+    other, report = build_data_once(build([1, 2], "other"), shared, is_main=False, world_size=2)
+    assert calls == ["main"] and report is None  # the other rank loaded the main rank's copy
+    assert other["train"]["a"] == [1, 2]
+    # A node that does not share the main rank's disk finds its own copy of an earlier run: it builds instead.
+    broadcasts[-1][0] = "train:new,test:new"
+    again, _ = build_data_once(build([1, 2, 3], "other"), shared, is_main=False, world_size=2)
+    assert calls == ["main", "other"] and again["train"]["a"] == [1, 2, 3]
