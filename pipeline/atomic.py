@@ -120,7 +120,9 @@ def replace_dir(staging: Path, target: Path) -> None:
 PLACEHOLDER_README = "Training replaces this folder"
 
 
-def check_replaceable(target: str | Path, own_files: tuple[str, ...], what: str, inputs: tuple[str, ...] = ()) -> bool:
+def check_replaceable(
+    target: str | Path, own_files: tuple[str, ...], what: str, inputs: tuple[str | None, ...] = ()
+) -> bool:
     """Refuse, before any work, a target whose replacement would delete what this program did not write.
 
     The target is replaced as a whole when saving, so it must be absent, empty, an earlier output of ours (all of
@@ -134,9 +136,9 @@ def check_replaceable(target: str | Path, own_files: tuple[str, ...], what: str,
         raise UserError(f"{what} {target} is the current directory or one above it: it is replaced as a whole; {hint}")
     if target.is_dir() and os.path.ismount(target):
         raise UserError(f"{what} {target} is a mount point and cannot be replaced as a whole; {hint}")
-    for name in inputs:
-        path = Path(os.path.abspath(name)) if name else None
-        if path is not None and path.exists() and (path == target or target in path.parents):
+    for name in filter(None, inputs):  # unset inputs (no test_path) are None
+        path = Path(os.path.abspath(name))
+        if path.exists() and (path == target or target in path.parents):
             raise UserError(f"{what} {target} holds the input {name}, and it is replaced as a whole; {hint}")
     if target.exists() and not target.is_dir():
         raise UserError(f"{what} {target} exists and is not a directory")

@@ -1270,7 +1270,7 @@ def main(argv: list[str] | None = None) -> None:
     script_args, training_args, _ = parse_recipe(argv)
     options = data_options(script_args)
     repo_id = dataset_hub_target(script_args)
-    inputs = (script_args.dataset_path, script_args.test_path or "")
+    inputs = (script_args.dataset_path, script_args.test_path)
     check_replaceable(output_dir, ("dataset_dict.json", "data_report.json"), "--output_dir", inputs)
     dataset, report = build_dataset(
         script_args.dataset_path,

@@ -60,16 +60,17 @@ def build_data_once(
 
     def build_and_share() -> str:
         built.append(build())
+        fingerprint = dataset_fingerprint(built[0][0])
         try:
             with atomic_dir(shared_dir) as staging:
                 built[0][0].save_to_disk(str(staging))
-                (staging / FINGERPRINT_FILE).write_text(dataset_fingerprint(built[0][0]))
+                (staging / FINGERPRINT_FILE).write_text(fingerprint)
         except OSError as err:
             raise UserError(
                 f"cannot write the prepared data to {shared_dir}: {err.strerror or err}; free some disk space or "
                 "choose another output_dir"
             ) from err
-        return dataset_fingerprint(built[0][0])
+        return fingerprint
 
     fingerprint = decided_by_main(build_and_share, is_main, world_size)
     if is_main:

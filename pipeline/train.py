@@ -111,7 +111,7 @@ def quality_gate(report: dict[str, Any], min_accuracy: float) -> str | None:
     return None
 
 
-def check_output_dir(output_dir: Path, overwrite: bool, inputs: tuple[str, ...] = ()) -> None:
+def check_output_dir(output_dir: Path, overwrite: bool, inputs: tuple[str | None, ...] = ()) -> None:
     """Fail before training, not after, when the model could not be saved or would replace something unasked."""
     parent = output_dir.parent
     try:
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Absolute, no symlinks: "." or "out/" or a link must name the folder that is replaced, not its entry.
     output_dir = Path(training_args.output_dir).resolve()
     is_main, world_size = training_args.process_index == 0, training_args.world_size
-    inputs = (script_args.dataset_path, script_args.test_path or "")
+    inputs = (script_args.dataset_path, script_args.test_path)
     decided_by_main(
         lambda: check_output_dir(output_dir, training_args.overwrite_output_dir, inputs), is_main, world_size
     )
@@ -250,7 +250,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # others' collective timeout (ddp_timeout) and get the main process killed in the middle of saving.
         return {}
 
-    results: dict[str, Any] = {}
     gate_failure: str | None = None
     report_dict = report.as_dict()
     report_dict["train_tokenization"] = train_stats
