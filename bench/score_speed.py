@@ -54,6 +54,38 @@ def quick_start_loop(model, tokenizer, prompts, responses, device) -> np.ndarray
     return np.asarray(scores)
 
 
+def model_flops(model, lengths: list[int]) -> float:
+    """Multiply-add FLOPs of the encoder on unpadded sequences: 2 x (Linear weights) per token, plus the attention
+    products (QK^T and AV: 4 x L^2 x width per layer). The head runs once per sequence and is left out."""
+    body = model.base_model
+    per_token = 2 * sum(m.weight.numel() for m in body.modules() if isinstance(m, torch.nn.Linear))
+    config = model.config
+    layers = getattr(config, "n_layers", None) or config.num_hidden_layers
+    width = getattr(config, "dim", None) or config.hidden_size
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return float(per_token * lengths.sum() + 4 * layers * width * (lengths**2).sum())
+
+
+def matmul_ceiling(model, device: torch.device) -> float:
+    """FLOP/s of the model's own feed-forward matrix products on one large fp32 batch (4,096 tokens): what dense
+    fp32 arithmetic reaches on this machine, the ceiling for any fp32 scorer of this model."""
+    shapes = [m.weight.shape for m in model.base_model.modules() if isinstance(m, torch.nn.Linear)]
+    out_features, in_features = max(shapes, key=lambda s: s[0] * s[1])
+    a = torch.randn(4096, in_features, device=device)
+    w1 = torch.randn(in_features, out_features, device=device)
+    w2 = torch.randn(out_features, in_features, device=device)
+    flops = 2 * 2 * 4096 * in_features * out_features
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(5):
+            (a @ w1) @ w2
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 5)
+    return flops / best
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -81,6 +113,17 @@ def main() -> None:
         "--rounds", type=int, help="chunks of pairs; the modes take turns on each (default: 3 on CPU, 1 on GPU)"
     )
     parser.add_argument("--repeats", type=int, help="timed passes, median reported (default: 3 on GPU, 1 on CPU)")
+    parser.add_argument(
+        "--chunk_sizes",
+        help="comma-separated sequences encoded at a time, each an extra `auto` mode (default on GPU: 4096,1024, "
+        "beside the scorer's own 16,384: how much overlapping tokenization with the GPU gains)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also an int8 mode (CPU): torch's dynamic quantisation of the encoder's Linear layers, per-channel "
+        "weights; tried as a faster-than-fp32 CPU mode and rejected (see bench/RESULTS.md)",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -103,6 +146,11 @@ def main() -> None:
     precisions = [p.strip() for p in (args.precisions or ("fp32,bf16,fp16" if fast_half else "fp32")).split(",")]
     auto = resolve_precision("auto", device)
     scorers = {p: RewardScorer(model, tokenizer, precision=p, device=device) for p in precisions}
+    chunk_sizes = args.chunk_sizes or ("4096,1024" if device.type == "cuda" else "")
+    for size in filter(None, chunk_sizes.split(",")):
+        scorer = RewardScorer(model, tokenizer, precision=auto, device=device)
+        scorer.chunk_size = int(size)
+        scorers[f"{auto}, chunks of {int(size)}"] = scorer
 
     # Sequences pair by pair (chosen, rejected), so a chunk of sequences is a chunk of whole pairs.
     seq_prompts = [p for p in prompts for _ in (0, 1)]
@@ -111,7 +159,23 @@ def main() -> None:
     lengths = [len(x) for x in encoded.input_ids]
 
     gpu = device.type == "cuda"
-    names = ["Quick Start loop", *precisions]
+    if args.int8:
+        import copy
+        import warnings
+
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            body = {
+                n: per_channel_dynamic_qconfig
+                for n, m in model.base_model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
+            quantized = copy.deepcopy(model)
+            quantize_dynamic(quantized.base_model, body, inplace=True)
+        scorers["int8 dynamic"] = RewardScorer(quantized, tokenizer, precision="fp32", device=device)
+    names = ["Quick Start loop", *scorers]
 
     def run(name: str, part: slice) -> np.ndarray:
         if name == "Quick Start loop":
@@ -133,6 +197,8 @@ def main() -> None:
     scores = {name: np.empty(2 * n) for name in names}
     bounds = np.linspace(0, n, max(1, rounds) + 1).round().astype(int) * 2
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # The fp32 ceiling is measured between the rounds too: on a shared machine it moves with the load.
+    ceilings = [] if gpu else [matmul_ceiling(model, device)]
     for repeat in range(repeats):
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             chunk = slice(int(lo), int(hi))
@@ -142,8 +208,13 @@ def main() -> None:
                 sync(device)
                 times[name][repeat] += time.perf_counter() - start
                 scores[name][chunk] = out
+            if not gpu:
+                ceilings.append(matmul_ceiling(model, device))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     seconds = {name: float(np.median(times[name])) for name in names}
+
+    useful = model_flops(model, lengths)
+    ceiling = max(ceilings) if ceilings else None
 
     reference = scores["Quick Start loop"]
     decision = reference[0::2] > reference[1::2]
@@ -159,6 +230,7 @@ def main() -> None:
                 "speedup": seconds["Quick Start loop"] / seconds[name],
                 "max_abs_diff": float(np.abs(s - reference).max()),
                 "pair_agreement": float(np.mean((s[0::2] > s[1::2]) == decision)),
+                "gflop_per_s": useful / seconds[name] / 1e9,
             }
         )
     scorer = next(iter(scorers.values()))
@@ -179,22 +251,32 @@ def main() -> None:
         "times": times,
         "first_pass_seconds": first_pass if gpu else None,
         "load_avg_1min": [load_before, load_after],
+        "model_gflop": useful / 1e9,
+        "fp32_matmul_ceiling_gflop_per_s": [c / 1e9 for c in ceilings],
         "rows": rows,
     }
     print(
         f"{result['machine']}; {n} pairs = {2 * n} sequences, mean {result['mean_tokens']:.0f} tokens, "
         f"{result['truncated']} truncated to max_length; scorer padding {result['padding']:.1%}; auto = {auto}; "
+        f"scorer chunks of {scorer.chunk_size} sequences; "
         f"1-min load average {load_before:.1f} -> {load_after:.1f}; {rounds} round(s), median of {repeats} pass(es)"
     )
     if gpu:
         print("first (warm-up) pass, s: " + ", ".join(f"{k} {v:.2f}" for k, v in first_pass.items()))
     print()
-    print("| mode | seconds | sequences/s | × loop | max abs diff vs loop | pairwise decisions = loop |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | seconds | sequences/s | × loop | model GFLOP/s | max abs diff vs loop | decisions = loop |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['mode']} | {r['seconds']:.1f} | {r['seq_per_s']:.1f} | {r['speedup']:.2f} | "
-            f"{r['max_abs_diff']:.1e} | {r['pair_agreement']:.2%} |"
+            f"{r['gflop_per_s']:.0f} | {r['max_abs_diff']:.1e} | {r['pair_agreement']:.2%} |"
+        )
+    if ceiling:
+        loop = rows[0]["gflop_per_s"] * 1e9
+        print(
+            f"\nfp32 matrix-product ceiling on this machine: {min(ceilings) / 1e9:.0f}-{ceiling / 1e9:.0f} GFLOP/s "
+            f"({useful / 1e9:.0f} GFLOP of model arithmetic here), i.e. at most {ceiling / loop:.2f}x the loop "
+            "for any fp32 scorer of this model"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

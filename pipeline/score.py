@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,20 +46,39 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Pairs encoded at a time (bounds memory); batches are length-sorted within a chunk, so chunks are large.
+# Pairs encoded at a time (bounds memory); batches are length-sorted within a chunk, so chunks are large. On a GPU
+# the next chunk is encoded while the GPU scores this one (bench/score_speed.py --chunk_sizes measures smaller ones).
 CHUNK_SIZE = 16384
 
 
+@dataclass
+class _Pending:
+    """A chunk whose batches have been launched: the scores of each batch (row indices, values), maybe on their way
+    back from the GPU until `done` fires."""
+
+    input_ids: Sequence[list[int]]
+    offset: int
+    batches: list[tuple[np.ndarray, torch.Tensor]]
+    done: torch.cuda.Event | None
+    counted: bool  # the progress bar already counts these rows
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto`: the CUDA GPU when there is one, else the CPU."""
+    """`auto`: the CUDA GPU when there is one, else the CPU. A CUDA device gets its index (the current GPU for plain
+    `cuda`), so the scorer's streams and events stay on one GPU whatever becomes current later."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
         raise UserError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if resolved.type == "cuda":
+        if resolved.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        if resolved.index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
     return resolved
 
 
@@ -166,7 +186,9 @@ class RewardScorer:
         """One score per (prompt, response), in input order (float64 array).
 
         With `return_truncated`, also a bool array: which pairs were longer than `max_length` (and truncated).
-        Pairs are encoded and scored `chunk_size` at a time, so memory stays bounded for any number of pairs.
+        Pairs are encoded and scored `chunk_size` at a time, so memory stays bounded for any number of pairs. On a
+        GPU the next chunk is encoded while the GPU still scores the previous one (its kernels run asynchronously
+        until the scores are read back), so tokenization and the model overlap.
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -174,11 +196,17 @@ class RewardScorer:
         scores = np.empty(n, dtype=np.float64)
         truncated = np.zeros(n, dtype=bool)
         bar = tqdm(total=n, desc="scoring", unit="seq", disable=not progress)
+        pending: _Pending | None = None
         for start in range(0, n, self.chunk_size):
             end = min(n, start + self.chunk_size)
             encoded = self.encode(prompts[start:end], responses[start:end])
-            scores[start:end] = self._score_ids(encoded.input_ids, bar)
             truncated[start:end] = encoded.truncated
+            launched = self._launch(encoded.input_ids, start, bar)
+            if pending is not None:
+                self._collect(pending, scores, bar)
+            pending = launched
+        if pending is not None:
+            self._collect(pending, scores, bar)
         bar.close()
         if standardize:
             scores = self.standardize(scores)
@@ -194,33 +222,65 @@ class RewardScorer:
 
     def score_ids(self, input_ids: Sequence[list[int]], progress: bool = False) -> np.ndarray:
         """Scores of already encoded sequences, in input order."""
+        scores = np.empty(len(input_ids), dtype=np.float64)
         bar = tqdm(total=len(input_ids), desc="scoring", unit="seq", disable=not progress)
-        scores = self._score_ids(input_ids, bar)
+        self._collect(self._launch(input_ids, 0, bar), scores, bar)
         bar.close()
         return scores
 
+    def _batch(self, input_ids: Sequence[list[int]], index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ids and mask of the rows `index` (longest first), on the scorer's device."""
+        width = len(input_ids[index[0]])
+        ids = torch.full((len(index), width), self.pad_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):  # right padding: positions are those of the unpadded sequence
+            ids[row, : len(input_ids[i])] = torch.as_tensor(input_ids[i])
+            mask[row, : len(input_ids[i])] = 1
+        if self.device.type == "cuda":  # pinned + non_blocking: a pageable copy would wait for the GPU to idle
+            return ids.pin_memory().to(self.device, non_blocking=True), mask.pin_memory().to(
+                self.device, non_blocking=True
+            )
+        return ids.to(self.device), mask.to(self.device)
+
     @torch.inference_mode()
-    def _score_ids(self, input_ids: Sequence[list[int]], bar: tqdm) -> np.ndarray:
-        scores = np.empty(len(input_ids), dtype=np.float64)
+    def _launch(self, input_ids: Sequence[list[int]], offset: int, bar: tqdm) -> _Pending:
+        """Run the model over length-sorted batches of `input_ids`. On CPU the scores are ready on return; on a GPU
+        they are copied back asynchronously and `_collect` waits for them."""
         lengths = [len(x) for x in input_ids]
+        gpu = self.device.type == "cuda"
+        batches = []
         for index in plan_batches(lengths, self.max_tokens, self.batch_size, self.max_padding):
-            width = lengths[index[0]]  # the longest of its batch
-            ids = torch.full((len(index), width), self.pad_id or 0, dtype=torch.long)
-            mask = torch.zeros((len(index), width), dtype=torch.long)
-            for row, i in enumerate(index):  # right padding: positions are those of the unpadded sequence
-                ids[row, : lengths[i]] = torch.as_tensor(input_ids[i])
-                mask[row, : lengths[i]] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
+            ids, mask = self._batch(input_ids, index)
             with self._autocast():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
             if logits.shape[-1] != 1:
                 raise UserError(f"the model has {logits.shape[-1]} outputs; a reward model has exactly one")
-            batch = logits[:, 0].float().cpu().numpy()
-            if self.precision != "fp32" and not np.isfinite(batch).all():  # fp16 overflow: this batch again in fp32
+            out = logits[:, 0].float()
+            if gpu:
+                host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+                batches.append((index, host.copy_(out, non_blocking=True)))
+            else:
+                batches.append((index, out.cpu()))
+                bar.update(len(index))
+        done = None
+        if gpu:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+        return _Pending(input_ids, offset, batches, done, counted=not gpu)
+
+    @torch.inference_mode()
+    def _collect(self, pending: _Pending, scores: np.ndarray, bar: tqdm) -> None:
+        """Wait for a launched chunk and write its scores; a batch that overflowed fp16 is scored again in fp32."""
+        if pending.done is not None:
+            pending.done.synchronize()
+        for index, out in pending.batches:
+            batch = out.numpy()
+            if self.precision != "fp32" and not np.isfinite(batch).all():
+                ids, mask = self._batch(pending.input_ids, index)
                 batch = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().numpy()
-            scores[index] = batch
-            bar.update(len(index))
-        return scores
+            scores[pending.offset + index] = batch
+            if not pending.counted:
+                bar.update(len(index))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision in AUTOCAST:

@@ -68,6 +68,29 @@ def test_fp32_scores_equal_the_quick_start_in_input_order(tiny_model_dir: Path, 
     np.testing.assert_allclose(scorer.score_pairs(PAIRS[::-1]), reference[::-1], atol=1e-4, rtol=0)
 
 
+def test_chunked_scoring_keeps_order_and_counts_every_row(tiny_model_dir: Path, reference, monkeypatch) -> None:
+    # Chunks are encoded one ahead of the scores being collected (the GPU pipeline); the CPU runs the same path.
+    scorer = RewardScorer.from_pretrained(tiny_model_dir, max_tokens=64, batch_size=2, device="cpu")
+    scorer.chunk_size = 3
+    counted = []
+
+    class Bar:
+        def __init__(self, **kwargs) -> None:
+            pass
+
+        def update(self, k: int) -> None:
+            counted.append(k)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("pipeline.score.tqdm", Bar)
+    scores, truncated = scorer.score(*zip(*PAIRS, strict=True), return_truncated=True)
+    np.testing.assert_allclose(scores, reference, atol=1e-4, rtol=0)
+    assert truncated.tolist() == [i == 4 for i in range(len(PAIRS))]
+    assert sum(counted) == len(PAIRS)
+
+
 def test_bf16_is_close_and_batches_cover_every_sequence(tiny_model_dir: Path, reference: np.ndarray) -> None:
     scorer = RewardScorer.from_pretrained(tiny_model_dir, precision="bf16", device="cpu")
     np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=0.05, rtol=0)
