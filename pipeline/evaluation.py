@@ -35,6 +35,7 @@ def score_ids(
     input_ids: Sequence[list[int]],
     batch_size: int = 32,
     progress: bool = False,
+    desc: str = "scoring",
 ) -> np.ndarray:
     """Score encoded sequences in length-sorted batches (little padding); returns float32 scores in input order."""
     was_training = model.training
@@ -43,7 +44,7 @@ def score_ids(
     order = np.argsort([len(x) for x in input_ids], kind="stable")
     scores = np.empty(len(input_ids), dtype=np.float32)
     batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc="scoring", disable=not progress, unit="batch"):
+    for start in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         index = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [input_ids[i] for i in index]}, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -62,12 +63,13 @@ def evaluate_pairs(
     max_length: int,
     batch_size: int = 32,
     progress: bool = False,
+    desc: str = "scoring",
 ) -> dict[str, Any]:
     """Exact pairwise accuracy of `model` on a frame with columns prompt, chosen, rejected."""
     if pairs.empty:
         raise UserError("no pairs to evaluate")
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
-    scores = score_ids(model, tokenizer, encoded.texts.input_ids, batch_size, progress)
+    scores = score_ids(model, tokenizer, encoded.texts.input_ids, batch_size, progress, desc)
     chosen, rejected = scores[encoded.chosen], scores[encoded.rejected]
     metric = evaluate.load(PAIRWISE_ACCURACY)
     result = metric.compute(chosen_scores=chosen.astype(np.float64), rejected_scores=rejected.astype(np.float64))
@@ -217,11 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_reward_model(args.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     max_length = args.max_length or default_max_length(model.to(device), tokenizer)
-    result = evaluate_pairs(model, tokenizer, pairs, max_length, args.batch_size, progress=True)
+    result = evaluate_pairs(model, tokenizer, pairs, max_length, args.batch_size, progress=True, desc="reward model")
     untrained = None
     if args.base_model:
         base, _ = load_reward_model(args.base_model)
-        untrained = evaluate_pairs(base.to(device), tokenizer, pairs, max_length, args.batch_size, progress=True)
+        untrained = evaluate_pairs(
+            base.to(device), tokenizer, pairs, max_length, args.batch_size, progress=True, desc="untrained baseline"
+        )
     report = build_report(pairs, result, untrained)
     headline = {"model": args.model, "data": args.data, **report["model"]}
     print(json.dumps(headline, indent=2))

@@ -93,7 +93,7 @@ def reward_statistics(
     index = np.arange(len(ids))
     if len(index) > limit:
         index = np.sort(np.random.default_rng(0).choice(index, size=limit, replace=False))
-    scores = score_ids(model, tokenizer, [ids[i] for i in index], batch_size)
+    scores = score_ids(model, tokenizer, [ids[i] for i in index], batch_size, progress=True, desc="reward statistics")
     return {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()), "reward_stats_answers": len(index)}
 
 
@@ -255,10 +255,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report_dict["train_tokenization"] = train_stats
     test_pairs = dataset["test"].to_pandas()
     evaluate_args = (tokenizer, test_pairs, training_args.max_length, script_args.eval_batch_size)
-    held_out = evaluate_pairs(trained, *evaluate_args, progress=True)
+    held_out = evaluate_pairs(trained, *evaluate_args, progress=True, desc="held-out pairs")
     set_seed(training_args.seed)  # the same random head as before training
     untrained_model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
-    untrained = evaluate_pairs(untrained_model.to(trained.device), *evaluate_args)
+    untrained = evaluate_pairs(
+        untrained_model.to(trained.device), *evaluate_args, progress=True, desc="untrained baseline"
+    )
     del untrained_model
     evaluation = build_report(test_pairs, held_out, untrained, seed=training_args.seed)
     stats = reward_statistics(
