@@ -21,6 +21,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
@@ -211,7 +212,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         unit = "prompts" if script_args.objective == "ranking" else "pairs"
         per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         global_batch = per_step * world_size
-        print(f"training: world size {world_size} on {training_args.device.type}, global batch {global_batch} {unit}")
+        engine = PartialState().distributed_type.value  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED, ...
+        print(
+            f"training: world size {world_size} ({engine}) on {training_args.device.type}, "
+            f"global batch {global_batch} {unit}"
+        )
+        for name in ("FSDP", "DEEPSPEED"):  # Accelerate quietly falls back to DDP without GPUs
+            if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" and engine != name:
+                print(f"warning: the Accelerate config asks for {name}, which needs GPUs; running {engine} instead")
 
     set_seed(training_args.seed)  # the new reward head is random: seed it so runs repeat exactly
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)

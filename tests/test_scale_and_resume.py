@@ -81,14 +81,16 @@ def test_same_recipe_and_seed_give_identical_results(reference: Run, tiny_model_
         assert first[key] == second[key]
 
 
-def test_two_processes_match_one(reference: Run, tiny_model_dir: Path, tmp_path: Path) -> None:
-    """DDP over 2 CPU processes (gloo) with half the per-process batch sees the same 16-pair batches."""
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_two_processes_match_one(engine: str, reference: Run, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """DDP over 2 CPU processes (gloo) with half the per-process batch sees the same 16-pair batches; the shipped
+    FSDP config runs there too (as DDP: FSDP needs GPUs)."""
     recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, tmp_path / "reward_model",
                           **{**RUN, "per_device_train_batch_size": 8})  # fmt: skip
-    # The shipped DDP config as a user runs it; on a machine without GPUs its processes use gloo on the CPU.
+    # The shipped config as a user runs it; on a machine without GPUs its processes use gloo on the CPU.
     # (`accelerate launch --cpu --num_processes 2` would start ONE process: --cpu always uses the simple launcher.)
     launcher = (sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(REPO / "recipes/accelerate/ddp.yaml"), "--num_processes", "2", "--num_machines", "1",
+                str(REPO / f"recipes/accelerate/{engine}.yaml"), "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "pipeline/train.py")  # fmt: skip
     two = train(recipe, launcher=launcher)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -99,7 +101,9 @@ def test_two_processes_match_one(reference: Run, tiny_model_dir: Path, tmp_path:
     # to 1e-6. (Raw scores may share a common offset: the pairwise loss cannot see a shift of all rewards, so that
     # direction only collects rounding noise, which AdamW scales up. Use reward_mean/reward_std to compare scores.)
     np.testing.assert_allclose(margins(two.output_dir), margins(reference.output_dir), rtol=0, atol=1e-6)
-    assert "world size 2" in two.stdout  # really two processes, not one with half the batch
+    assert "world size 2 (MULTI_CPU)" in two.stdout  # really two processes, not one with half the batch
+    # FSDP needs GPUs: on CPU Accelerate runs DDP instead, and the user is told so.
+    assert ("asks for FSDP, which needs GPUs; running MULTI_CPU instead" in two.stdout) == (engine == "fsdp")
     assert two.stdout.count("saved reward model to") == 1  # only the main process writes
     assert not [p for p in two.output_dir.parent.iterdir() if p.name.startswith(".")]
 
