@@ -12,6 +12,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 
+
+def _bind_library_log_handlers() -> None:
+    """transformers and datasets create their stderr log handler on first use, holding whatever sys.stderr is then.
+    Created inside a test that captures output (capsys), it writes to a closed stream in later tests ("--- Logging
+    error ---" plus a traceback on stderr, which breaks the no-traceback checks): create them now, at collection."""
+    from datasets.utils import logging as datasets_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.get_logger("transformers")
+    datasets_logging.get_logger("datasets")
+
+
+_bind_library_log_handlers()
+
 WORDS = (
     "the a an is are was be to of and or in on for with what how why who which best answer prompt good bad "
     "python code list sort cook pasta water boil salt travel city rome paris science light speed sky blue red "
