@@ -4,7 +4,7 @@
 
 One run. The model is `--model`, or the embedded pretrained DistilBERT (random reward head: speed and agreement are
 what is measured). The pairs are the first `--pairs` (prompt, chosen, rejected) of
-../shared/data/hh_harmless_dev.csv; each pair is two sequences. The Quick Start loop and each precision are timed
+../shared/data/hh_harmless_dev.jsonl; each pair is two sequences. The Quick Start loop and each precision are timed
 on the same chunks of pairs, interleaved (`--rounds`, 3 on CPU), so a load change on a shared machine hits all of
 them alike; compare modes by their ratio to the loop of the same run. Prints a markdown table (`--json FILE` too).
 """
@@ -23,18 +23,25 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.score import RewardScorer, plan_batches, resolve_device, resolve_precision  # noqa: E402
 
-DATA = REPO.parent / "shared/data/hh_harmless_dev.csv"
+DATA = REPO.parent / "shared/data/hh_harmless_dev.jsonl"  # the same 807 pairs as the .csv, already paired
 
 
 def load_pairs(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
-    from pipeline.data import load_ranked, make_pairs
+    """The first `n` (prompt, chosen, rejected) pairs. A pairwise JSONL/CSV is read with pandas alone (no datasets
+    package, so the script runs on a bare GPU image); a ranked file goes through the data step's pairing."""
+    frame = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path, keep_default_na=False)
+    if {"prompt", "chosen", "rejected"} <= set(frame.columns):
+        pairs = frame
+    else:
+        from pipeline.data import load_ranked, make_pairs
 
-    rows, _ = load_ranked(path)
-    pairs, _ = make_pairs(rows)
+        rows, _ = load_ranked(path)
+        pairs, _ = make_pairs(rows)
     pairs = pairs.iloc[:n]
     return pairs["prompt"].tolist(), pairs["chosen"].tolist(), pairs["rejected"].tolist()
 
@@ -124,10 +131,17 @@ def main() -> None:
         help="also an int8 mode (CPU): torch's dynamic quantisation of the encoder's Linear layers, per-channel "
         "weights; tried as a faster-than-fp32 CPU mode and rejected (see bench/RESULTS.md)",
     )
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="write the model (fp16 weights, half the size; scored in fp32) and the pairs to DIR, then stop: what a "
+        "bare GPU machine needs (no ../shared, no embedded-model package there). Then, there: "
+        "python3 bench/score_speed.py --model DIR --data DIR/pairs.jsonl",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    from pipeline.evaluation import load_reward_model
+    from pipeline.loading import load_reward_model
 
     if args.model:
         model_path = args.model
@@ -139,6 +153,15 @@ def main() -> None:
     model, tokenizer = load_reward_model(model_path)
     model = model.to(device=device, dtype=torch.float32).eval()
     prompts, chosen, rejected = load_pairs(Path(args.data), args.pairs)
+    if args.export:
+        target = Path(args.export)
+        model.to(torch.float16).save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        pd.DataFrame({"prompt": prompts, "chosen": chosen, "rejected": rejected}).to_json(
+            target / "pairs.jsonl", orient="records", lines=True, force_ascii=False
+        )
+        print(f"wrote the model and {len(prompts)} pairs to {target}")
+        return
     n = len(prompts)
     fast_half = device.type == "cuda" or any(
         getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.encoding import encode_preference_pairs
 from pipeline.errors import UserError, cli_entry
+from pipeline.loading import default_max_length, load_reward_model
 from pipeline.metrics import PAIRWISE_ACCURACY
 from pipeline.pair_metrics import length_scores, summarize
 from pipeline.report_plot import plot_report
@@ -178,31 +179,6 @@ def load_pairs(data: str) -> pd.DataFrame:
     from pipeline.data import read_pairs
 
     return read_pairs(path)[0]
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
-
-
-def load_reward_model(model_dir: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    # transformers 5 quietly returns a 5-token default tokenizer for a directory without tokenizer files.
-    if Path(model_dir).is_dir() and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
-        raise UserError(f"{model_dir}: cannot load a tokenizer (no tokenizer files); save it with the model")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{model_dir}: cannot load a tokenizer ({' '.join(str(err).split())[:200]})") from err
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{model_dir}: cannot load a reward model ({' '.join(str(err).split())[:200]})") from err
-    if model.config.num_labels != 1:
-        raise UserError(f"{model_dir}: the model has num_labels={model.config.num_labels}; a reward model has 1")
-    return model, tokenizer
-
-
-def default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
-    limit = getattr(model.config, "max_position_embeddings", None) or 512
-    return int(min(tokenizer.model_max_length, limit))
 
 
 @cli_entry

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
     from pipeline.encoding import Encoded
 
-# pipeline.encoding / pipeline.evaluation (transformers, evaluate) are imported where used, so that the CLI
-# answers a bad file or column in a moment instead of after loading them.
+# pipeline.encoding / pipeline.loading (transformers) are imported where used, so that the CLI answers a bad file or
+# column in a moment instead of after loading them. Scoring itself needs no datasets, evaluate or trl.
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -123,7 +123,7 @@ class RewardScorer:
         self.precision = resolve_precision(precision, self.device)
         self.tokenizer = tokenizer
         self.model = model.to(device=self.device, dtype=torch.float32).eval()
-        from pipeline.evaluation import default_max_length
+        from pipeline.loading import default_max_length
 
         self.max_length = int(max_length or default_max_length(model, tokenizer))
         gpu = self.device.type == "cuda"
@@ -140,7 +140,7 @@ class RewardScorer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> RewardScorer:
         """Load a saved reward model (directory or Hub id); a missing tokenizer or num_labels != 1 is a UserError."""
-        from pipeline.evaluation import load_reward_model
+        from pipeline.loading import load_reward_model
 
         model, tokenizer = load_reward_model(os.fspath(name_or_path))
         return cls(model, tokenizer, **kwargs)

@@ -241,3 +241,22 @@ def test_bad_input_is_one_error_line_exit_2(case, expected, tiny_model_dir: Path
     assert err[-1].startswith("error: ") and expected in err[-1], err
     assert not any("Traceback" in line for line in err)
     assert not output.exists()
+
+
+def test_scoring_needs_only_transformers(tiny_model_dir: Path) -> None:
+    # The scorer runs where only torch and transformers are installed (a bare GPU image, a serving container).
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("datasets", "evaluate", "trl"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+from pipeline.score import RewardScorer
+scorer = RewardScorer.from_pretrained({str(tiny_model_dir)!r}, device="cpu")
+print(scorer.score(["why is the sky blue"], ["because of light"])[0])
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.isfinite(float(done.stdout.strip().splitlines()[-1]))
