@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -230,12 +231,14 @@ class RewardScorer:
 
     def _batch(self, input_ids: Sequence[list[int]], index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ids and mask of the rows `index` (longest first), on the scorer's device."""
-        width = len(input_ids[index[0]])
-        ids = torch.full((len(index), width), self.pad_id or 0, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for row, i in enumerate(index):  # right padding: positions are those of the unpadded sequence
-            ids[row, : len(input_ids[i])] = torch.as_tensor(input_ids[i])
-            mask[row, : len(input_ids[i])] = 1
+        lengths = np.fromiter((len(input_ids[i]) for i in index), dtype=np.int64, count=len(index))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(input_ids[i] for i in index), dtype=np.int64, count=int(lengths.sum())
+        )
+        mask = np.arange(lengths[0])[None, :] < lengths[:, None]  # right padding: positions as unpadded
+        ids = np.full(mask.shape, self.pad_id or 0, dtype=np.int64)
+        ids[mask] = flat  # row-major order: row by row, each row's tokens in order
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
         if self.device.type == "cuda":  # pinned + non_blocking: a pageable copy would wait for the GPU to idle
             return ids.pin_memory().to(self.device, non_blocking=True), mask.pin_memory().to(
                 self.device, non_blocking=True
