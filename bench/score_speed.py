@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed passes, median reported (default: 3 on GPU, 1 on CPU)")
     parser.add_argument(
         "--chunk_sizes",
-        help="comma-separated sequences encoded at a time, each an extra `auto` mode (default on GPU: 4096,1024, "
+        help="comma-separated sequences encoded at a time, each an extra `auto` mode (default on GPU: 1024,512, "
         "beside the scorer's own 16,384: how much overlapping tokenization with the GPU gains)",
     )
     parser.add_argument(
@@ -169,9 +169,11 @@ def main() -> None:
     precisions = [p.strip() for p in (args.precisions or ("fp32,bf16,fp16" if fast_half else "fp32")).split(",")]
     auto = resolve_precision("auto", device)
     scorers = {p: RewardScorer(model, tokenizer, precision=p, device=device) for p in precisions}
-    chunk_sizes = args.chunk_sizes or ("4096,1024" if device.type == "cuda" else "")
+    chunk_sizes = args.chunk_sizes or ("1024,512" if device.type == "cuda" else "")
     for size in filter(None, chunk_sizes.split(",")):
         scorer = RewardScorer(model, tokenizer, precision=auto, device=device)
+        if int(size) < 1:
+            parser.error(f"--chunk_sizes: {size} is not a positive number of sequences")
         scorer.chunk_size = int(size)
         scorers[f"{auto}, chunks of {int(size)}"] = scorer
 
@@ -182,6 +184,8 @@ def main() -> None:
     lengths = [len(x) for x in encoded.input_ids]
 
     gpu = device.type == "cuda"
+    if args.int8 and device.type != "cpu":
+        parser.error("--int8 is a CPU mode (torch's dynamic quantisation runs on the CPU only); add --device cpu")
     if args.int8:
         import copy
         import warnings

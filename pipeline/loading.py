@@ -1,5 +1,5 @@
-"""Loading a saved reward model and its tokenizer, with one-line errors. Light on purpose: scoring needs only
-transformers (no datasets, evaluate or trl), so `pipeline.score` runs wherever a model can."""
+"""Loading a saved reward model and its tokenizer, with one-line errors. Light on purpose: `RewardScorer` needs only
+torch and transformers (no datasets, evaluate or trl), so scoring from Python runs wherever a model can."""
 
 from __future__ import annotations
 

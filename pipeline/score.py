@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from pipeline.encoding import Encoded
 
 # pipeline.encoding / pipeline.loading (transformers) are imported where used, so that the CLI answers a bad file or
-# column in a moment instead of after loading them. Scoring itself needs no datasets, evaluate or trl.
+# column in a moment instead of after loading them. RewardScorer needs no datasets, evaluate or trl (the CLI reads
+# CSV/TSV/Parquet through the data step, which uses datasets).
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -135,6 +136,10 @@ class RewardScorer:
         if self.max_tokens < 1 or self.batch_size < 1:
             raise UserError("max_tokens and batch_size must be at least 1")
         self.pad_id = tokenizer.pad_token_id
+        module = sys.modules.get(type(self.model.base_model).__module__)
+        self._mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa" and hasattr(
+            module, "create_bidirectional_mask"
+        )
         if self.pad_id is None:  # no padding token: one sequence per forward pass (still exact)
             self.batch_size = 1
 
@@ -229,8 +234,8 @@ class RewardScorer:
         bar.close()
         return scores
 
-    def _batch(self, input_ids: Sequence[list[int]], index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded ids and mask of the rows `index` (longest first), on the scorer's device."""
+    def _batch(self, input_ids: Sequence[list[int]], index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Right-padded ids and attention mask of the rows `index` (longest first), on the scorer's device."""
         lengths = np.fromiter((len(input_ids[i]) for i in index), dtype=np.int64, count=len(index))
         flat = np.fromiter(
             itertools.chain.from_iterable(input_ids[i] for i in index), dtype=np.int64, count=int(lengths.sum())
@@ -240,10 +245,18 @@ class RewardScorer:
         ids[mask] = flat  # row-major order: row by row, each row's tokens in order
         ids, mask = torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
         if self.device.type == "cuda":  # pinned + non_blocking: a pageable copy would wait for the GPU to idle
-            return ids.pin_memory().to(self.device, non_blocking=True), mask.pin_memory().to(
-                self.device, non_blocking=True
+            ids, mask = (
+                ids.pin_memory().to(self.device, non_blocking=True),
+                mask.pin_memory().to(self.device, non_blocking=True),
             )
-        return ids.to(self.device), mask.to(self.device)
+        else:
+            ids, mask = ids.to(self.device), mask.to(self.device)
+        # transformers reads a 2D mask back (`mask.all()`) to decide whether SDPA may skip it: on a GPU that waits
+        # for every batch queued before. Known here instead: no padding, no mask; else the 4D key-padding mask that
+        # its SDPA path builds, which models using create_bidirectional_mask take as it is.
+        if lengths[-1] == lengths[0]:
+            return ids, None
+        return ids, mask[:, None, None, :].bool() if self._mask_4d else mask
 
     @torch.inference_mode()
     def _launch(self, input_ids: Sequence[list[int]], offset: int, bar: tqdm) -> _Pending:

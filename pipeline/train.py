@@ -212,14 +212,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         unit = "prompts" if script_args.objective == "ranking" else "pairs"
         per_step = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         global_batch = per_step * world_size
-        engine = PartialState().distributed_type.value  # NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED, ...
+        engine = PartialState().distributed_type.value  # NO, MULTI_CPU, MULTI_GPU, ...
+        for name in ("FSDP", "DEEPSPEED"):  # the Accelerator sets these later; PartialState may still say MULTI_GPU
+            if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true":
+                if engine == "MULTI_CPU":  # Accelerate quietly falls back to DDP without GPUs
+                    print(f"warning: the Accelerate config asks for {name}, which needs GPUs; running DDP on CPU")
+                else:
+                    engine = name
         print(
             f"training: world size {world_size} ({engine}) on {training_args.device.type}, "
             f"global batch {global_batch} {unit}"
         )
-        for name in ("FSDP", "DEEPSPEED"):  # Accelerate quietly falls back to DDP without GPUs
-            if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" and engine != name:
-                print(f"warning: the Accelerate config asks for {name}, which needs GPUs; running {engine} instead")
 
     set_seed(training_args.seed)  # the new reward head is random: seed it so runs repeat exactly
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)

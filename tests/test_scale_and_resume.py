@@ -103,7 +103,7 @@ def test_two_processes_match_one(engine: str, reference: Run, tiny_model_dir: Pa
     np.testing.assert_allclose(margins(two.output_dir), margins(reference.output_dir), rtol=0, atol=1e-6)
     assert "world size 2 (MULTI_CPU)" in two.stdout  # really two processes, not one with half the batch
     # FSDP needs GPUs: on CPU Accelerate runs DDP instead, and the user is told so.
-    assert ("asks for FSDP, which needs GPUs; running MULTI_CPU instead" in two.stdout) == (engine == "fsdp")
+    assert ("asks for FSDP, which needs GPUs; running DDP on CPU" in two.stdout) == (engine == "fsdp")
     assert two.stdout.count("saved reward model to") == 1  # only the main process writes
     assert not [p for p in two.output_dir.parent.iterdir() if p.name.startswith(".")]
 

@@ -260,3 +260,26 @@ print(scorer.score(["why is the sky blue"], ["because of light"])[0])
                           env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert np.isfinite(float(done.stdout.strip().splitlines()[-1]))
+
+
+def test_masks_are_known_on_the_host_so_a_gpu_never_waits(tiny_model_dir: Path, reference, monkeypatch) -> None:
+    # transformers decides whether SDPA may skip a 2D mask by reading it back (`mask.all()`), which on a GPU waits
+    # for every batch queued before; the scorer passes no mask for unpadded batches and a 4D one otherwise.
+    import transformers.masking_utils as masking
+
+    checks = []
+    original = masking._ignore_bidirectional_mask_sdpa
+
+    def counted(padding_mask, *args, **kwargs):
+        if padding_mask is not None:  # None (no mask) is decided without reading anything
+            checks.append(1)
+        return original(padding_mask, *args, **kwargs)
+
+    monkeypatch.setattr(masking, "_ignore_bidirectional_mask_sdpa", counted)
+    scorer = RewardScorer.from_pretrained(tiny_model_dir, max_tokens=64, batch_size=3, device="cpu")
+    assert scorer._mask_4d  # DistilBERT under SDPA
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+    assert not checks
+    scorer._mask_4d = False  # the 2D mask gives the same scores, through transformers' own check
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+    assert checks
