@@ -150,6 +150,8 @@ def main() -> None:
 
         model_path = resolve_base_model(EMBEDDED_BASE_MODEL)
     device = resolve_device(args.device)
+    if args.int8 and device.type != "cpu":  # before loading anything
+        parser.error("--int8 is a CPU mode (torch's dynamic quantisation runs on the CPU only); add --device cpu")
     model, tokenizer = load_reward_model(model_path)
     model = model.to(device=device, dtype=torch.float32).eval()
     prompts, chosen, rejected = load_pairs(Path(args.data), args.pairs)
@@ -171,9 +173,9 @@ def main() -> None:
     scorers = {p: RewardScorer(model, tokenizer, precision=p, device=device) for p in precisions}
     chunk_sizes = args.chunk_sizes or ("1024,512" if device.type == "cuda" else "")
     for size in filter(None, chunk_sizes.split(",")):
-        scorer = RewardScorer(model, tokenizer, precision=auto, device=device)
         if int(size) < 1:
             parser.error(f"--chunk_sizes: {size} is not a positive number of sequences")
+        scorer = RewardScorer(model, tokenizer, precision=auto, device=device)
         scorer.chunk_size = int(size)
         scorers[f"{auto}, chunks of {int(size)}"] = scorer
 
@@ -184,8 +186,6 @@ def main() -> None:
     lengths = [len(x) for x in encoded.input_ids]
 
     gpu = device.type == "cuda"
-    if args.int8 and device.type != "cpu":
-        parser.error("--int8 is a CPU mode (torch's dynamic quantisation runs on the CPU only); add --device cpu")
     if args.int8:
         import copy
         import warnings

@@ -61,8 +61,7 @@ class _Pending:
     input_ids: Sequence[list[int]]
     offset: int
     batches: list[tuple[np.ndarray, torch.Tensor]]
-    done: torch.cuda.Event | None
-    counted: bool  # the progress bar already counts these rows
+    done: torch.cuda.Event | None  # None: computed synchronously, and already counted by the progress bar
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -282,7 +281,7 @@ class RewardScorer:
         if gpu:
             done = torch.cuda.Event()
             done.record(torch.cuda.current_stream(self.device))
-        return _Pending(input_ids, offset, batches, done, counted=not gpu)
+        return _Pending(input_ids, offset, batches, done)
 
     @torch.inference_mode()
     def _collect(self, pending: _Pending, scores: np.ndarray, bar: tqdm) -> None:
@@ -295,7 +294,7 @@ class RewardScorer:
                 ids, mask = self._batch(pending.input_ids, index)
                 batch = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().numpy()
             scores[pending.offset + index] = batch
-            if not pending.counted:
+            if pending.done is not None:
                 bar.update(len(index))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
