@@ -16,7 +16,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +107,8 @@ class RewardScorer:
     on a CUDA GPU, else fp32).
     `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
     weights). Scores come back in input order.
+    `first_token_only`: for DistilBERT, run the last layer for the first token only (the head reads nothing else;
+    same scores, ~14% fewer FLOPs; checked once against the model's forward). False: the model's own forward.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class RewardScorer:
         max_length: int | None = None,
         max_tokens: int | None = None,
         batch_size: int | None = None,
+        first_token_only: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -141,6 +144,18 @@ class RewardScorer:
         )
         if self.pad_id is None:  # no padding token: one sequence per forward pass (still exact)
             self.batch_size = 1
+        from pipeline.first_token import check, first_token_logits
+
+        # The last layer for the first token only (the head reads nothing else): same scores, ~14% fewer FLOPs.
+        fast = first_token_logits(self.model) if first_token_only else None
+        if fast is not None:  # checked once against the model's forward, on a padded batch made as for scoring
+            vocab = int(self.model.config.vocab_size)
+            rows = [[i % vocab for i in range(9)], [i % vocab for i in range(5)]]
+            fast = fast if check(self.model, fast, *self._batch(rows, np.arange(2))) else None
+        self._first_token = fast is not None
+        self._logits: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] = (
+            fast if self._first_token else self._model_logits
+        )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> RewardScorer:
@@ -267,7 +282,7 @@ class RewardScorer:
         for index in plan_batches(lengths, self.max_tokens, self.batch_size, self.max_padding):
             ids, mask = self._batch(input_ids, index)
             with self._autocast():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                logits = self._logits(ids, mask)
             if logits.shape[-1] != 1:
                 raise UserError(f"the model has {logits.shape[-1]} outputs; a reward model has exactly one")
             out = logits[:, 0].float()
@@ -292,10 +307,13 @@ class RewardScorer:
             batch = out.numpy()
             if self.precision != "fp32" and not np.isfinite(batch).all():
                 ids, mask = self._batch(pending.input_ids, index)
-                batch = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().numpy()
+                batch = self._logits(ids, mask)[:, 0].float().cpu().numpy()
             scores[pending.offset + index] = batch
             if pending.done is not None:
                 bar.update(len(index))
+
+    def _model_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision in AUTOCAST:

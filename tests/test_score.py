@@ -102,15 +102,60 @@ def test_bf16_is_close_and_batches_cover_every_sequence(tiny_model_dir: Path, re
 def test_auto_is_fp32_on_cpu_and_an_fp16_overflow_is_redone_in_fp32(tiny_model_dir: Path, reference) -> None:
     assert RewardScorer.from_pretrained(tiny_model_dir, precision="auto", device="cpu").precision == "fp32"
     scorer = RewardScorer.from_pretrained(tiny_model_dir, precision="fp16", device="cpu")
-    forward = scorer.model.forward
+    logits = scorer._logits
+    overflowed = []
 
-    def overflowing(*args, **kwargs):
-        out = forward(*args, **kwargs)
+    def overflowing(*args):
+        out = logits(*args)
         if torch.is_autocast_enabled("cpu"):
-            out.logits = torch.full_like(out.logits, float("inf"))
+            overflowed.append(len(out))
+            out = torch.full_like(out, float("inf"))
         return out
 
-    scorer.model.forward = overflowing
+    scorer._logits = overflowing
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+    assert sum(overflowed) == len(PAIRS)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_last_layer_on_the_first_token_only_gives_the_same_scores(tiny_model_dir: Path, reference, attention) -> None:
+    # DistilBERT's head reads the first token alone, so the scorer runs the last layer for that token only.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, attn_implementation=attention)
+    scorer = RewardScorer(model, AutoTokenizer.from_pretrained(tiny_model_dir), max_tokens=64, batch_size=3)
+    assert scorer._first_token
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-5, rtol=0)
+
+
+def test_other_models_and_a_failed_check_use_the_model_forward(tiny_model_dir: Path, reference, monkeypatch, caplog):
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1, pad_token_id=0)  # fmt: skip
+    bert = BertForSequenceClassification(config).eval()
+    scorer = RewardScorer(bert, tokenizer, batch_size=3, device="cpu")
+    assert not scorer._first_token
+    expected = []
+    for prompt, response in PAIRS:
+        with torch.no_grad():
+            inputs = tokenizer(prompt, response, return_tensors="pt", truncation=True, max_length=512)
+            expected.append(bert(**inputs).logits.item())
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), expected, atol=1e-4, rtol=0)
+
+    # A transformers release whose block no longer matches: the check at start-up falls back, with a warning.
+    monkeypatch.setattr("pipeline.first_token._first_token_block", lambda block, hidden, *args: hidden[:, :1])
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    with caplog.at_level("WARNING", logger="pipeline.first_token"):
+        scorer = RewardScorer(model, tokenizer, batch_size=3, device="cpu")
+    assert not scorer._first_token and "full forward" in caplog.text
     np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
 
 
