@@ -63,3 +63,26 @@ def test_model_without_tokenizer_is_refused(tmp_path: Path, tiny_model_dir: Path
     result = run("--model", str(bare), "--data", str(ranked_file))
     assert result.returncode == 2
     assert "cannot load a tokenizer" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluation_scores_equal_the_model_forward_one_sequence_at_a_time(tiny_model_dir: Path, monkeypatch) -> None:
+    # Evaluation scores with the first-token last layer (fp32 DistilBERT); a bf16 model keeps its own forward.
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import pipeline.evaluation as evaluation
+    from pipeline.first_token import check
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    texts = ["why is the sky blue", "because of light", "once upon a time a city by the water", "fry it", "a"]
+    ids = [tokenizer(text)["input_ids"] for text in texts]
+    with torch.no_grad():
+        expected = [model(input_ids=torch.tensor([x])).logits.item() for x in ids]
+    checked = []
+    monkeypatch.setattr(evaluation, "check", lambda *args: checked.append(1) or check(*args))
+    np.testing.assert_allclose(evaluation.score_ids(model, tokenizer, ids, batch_size=2), expected, atol=1e-5)
+    assert checked == [1]  # the fast path was taken, and checked once
+    half = evaluation.score_ids(model.to(torch.bfloat16), tokenizer, ids, batch_size=2)
+    assert checked == [1] and np.abs(half - np.asarray(expected)).max() < 0.1
