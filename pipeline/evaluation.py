@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.encoding import encode_preference_pairs
 from pipeline.errors import UserError, cli_entry
-from pipeline.first_token import check, first_token_logits
+from pipeline.first_token import check, check_rows, first_token_logits
 from pipeline.loading import default_max_length, load_reward_model
 from pipeline.metrics import PAIRWISE_ACCURACY
 from pipeline.pair_metrics import length_scores, summarize
@@ -45,15 +45,18 @@ def score_ids(
     device = next(model.parameters()).device
     order = np.argsort([len(x) for x in input_ids], kind="stable")
     scores = np.empty(len(input_ids), dtype=np.float32)
-    # fp32 DistilBERT: the last layer on the first token only (pipeline.first_token), checked on the first batch.
-    fast = first_token_logits(model) if next(model.parameters()).dtype == torch.float32 else None
+    # fp32 DistilBERT: the last layer on the first token only (pipeline.first_token), checked once on a padded batch
+    # made as the batches below are (the data's first batch may need no padding).
+    fp32 = next(model.parameters()).dtype == torch.float32
+    fast = first_token_logits(model) if fp32 and tokenizer.pad_token_id is not None else None
+    if fast is not None:
+        batch = tokenizer.pad({"input_ids": check_rows(int(model.config.vocab_size))}, return_tensors="pt")
+        fast = fast if check(model, fast, batch["input_ids"].to(device), batch["attention_mask"].to(device)) else None
     batches = range(0, len(order), batch_size)
     for start in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
         index = order[start : start + batch_size]
         batch = tokenizer.pad({"input_ids": [input_ids[i] for i in index]}, return_tensors="pt")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        if fast is not None and start == 0 and not check(model, fast, ids, mask):
-            fast = None
         logits = fast(ids, mask) if fast is not None else model(input_ids=ids, attention_mask=mask).logits
         if logits.shape[-1] != 1:
             raise UserError(f"the model has {logits.shape[-1]} outputs; a reward model has exactly one (num_labels=1)")

@@ -144,13 +144,12 @@ class RewardScorer:
         )
         if self.pad_id is None:  # no padding token: one sequence per forward pass (still exact)
             self.batch_size = 1
-        from pipeline.first_token import check, first_token_logits
+        from pipeline.first_token import check, check_rows, first_token_logits
 
         # The last layer for the first token only (the head reads nothing else): same scores, ~14% fewer FLOPs.
         fast = first_token_logits(self.model) if first_token_only else None
         if fast is not None:  # checked once against the model's forward, on a padded batch made as for scoring
-            vocab = int(self.model.config.vocab_size)
-            rows = [[i % vocab for i in range(9)], [i % vocab for i in range(5)]]
+            rows = check_rows(int(self.model.config.vocab_size))
             fast = fast if check(self.model, fast, *self._batch(rows, np.arange(2))) else None
         self._first_token = fast is not None
         self._logits: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] = (

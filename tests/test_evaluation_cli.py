@@ -81,8 +81,14 @@ def test_evaluation_scores_equal_the_model_forward_one_sequence_at_a_time(tiny_m
     with torch.no_grad():
         expected = [model(input_ids=torch.tensor([x])).logits.item() for x in ids]
     checked = []
-    monkeypatch.setattr(evaluation, "check", lambda *args: checked.append(1) or check(*args))
+
+    def recording_check(model, logits, input_ids, attention_mask):
+        assert not attention_mask.all()  # checked on a batch with padding
+        checked.append(check(model, logits, input_ids, attention_mask))
+        return checked[-1]
+
+    monkeypatch.setattr(evaluation, "check", recording_check)
     np.testing.assert_allclose(evaluation.score_ids(model, tokenizer, ids, batch_size=2), expected, atol=1e-5)
-    assert checked == [1]  # the fast path was taken, and checked once
+    assert checked == [True]  # the fast path was taken, checked once, and passed
     half = evaluation.score_ids(model.to(torch.bfloat16), tokenizer, ids, batch_size=2)
-    assert checked == [1] and np.abs(half - np.asarray(expected)).max() < 0.1
+    assert checked == [True] and np.abs(half - np.asarray(expected)).max() < 0.1

@@ -159,6 +159,58 @@ def test_other_models_and_a_failed_check_use_the_model_forward(tiny_model_dir: P
     np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
 
 
+def test_first_token_falls_back_when_it_raises_and_handles_chunked_feed_forward(
+    tiny_model_dir: Path, reference, monkeypatch, caplog
+) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline.first_token import first_token_logits
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # Feed-forward chunking needs a length divisible by the chunk size (the model's own forward fails otherwise);
+    # the first-token block (length 1) runs the feed-forward unchunked.
+    chunked = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, chunk_size_feed_forward=4).eval()
+    ids = torch.arange(16).view(2, 8) % chunked.config.vocab_size
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    with torch.inference_mode():
+        expected = chunked(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(first_token_logits(chunked)(ids, mask), expected, atol=1e-5, rtol=0)
+    # Asked not to: the model's own forward.
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    scorer = RewardScorer(model, tokenizer, batch_size=3, device="cpu", first_token_only=False)
+    assert not scorer._first_token
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-5, rtol=0)
+
+    # A transformers release whose internals moved (a missing function or keyword): a warning and the forward.
+    def moved(*args):
+        raise AttributeError("'AttentionInterface' object has no attribute 'get_interface'")
+
+    monkeypatch.setattr("pipeline.first_token._first_token_block", moved)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    with caplog.at_level("WARNING", logger="pipeline.first_token"):
+        scorer = RewardScorer(model, tokenizer, batch_size=3, device="cpu")
+    assert not scorer._first_token and "failed (AttributeError" in caplog.text
+    np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+
+
+def test_first_token_is_not_used_on_a_wrapped_or_hooked_model(tiny_model_dir: Path) -> None:
+    # After mixed-precision training Accelerate leaves an autocast-wrapped forward on the instance; a hook (device
+    # maps, offloading) adds work too: scoring the modules directly would skip it, so these keep their forward.
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.first_token import first_token_logits
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    assert first_token_logits(model) is not None
+    model._original_forward = model.forward
+    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+    assert first_token_logits(model) is None
+    hooked = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    hooked.distilbert.transformer.register_forward_hook(lambda module, args, output: None)
+    assert first_token_logits(hooked) is None
+
+
 def test_standardised_scores_use_the_stored_reward_statistics(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "with-stats"
     shutil.copytree(tiny_model_dir, model_dir)
