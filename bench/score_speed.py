@@ -26,7 +26,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.score import RewardScorer, plan_batches, resolve_device, resolve_precision  # noqa: E402
+from pipeline.score import (  # noqa: E402
+    RewardScorer,
+    cpu_has_native_bf16,
+    plan_batches,
+    resolve_device,
+    resolve_precision,
+)
 
 DATA = REPO.parent / "shared/data/hh_harmless_dev.jsonl"  # the same 807 pairs as the .csv, already paired
 
@@ -125,8 +131,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--precisions",
-        help="comma-separated scorer precisions (default: fp32,bf16,fp16 on GPU and on CPUs with bf16 hardware; "
-        "fp32 on other CPUs, where bf16/fp16 autocast is emulated and several times slower than fp32)",
+        help="comma-separated scorer precisions (default: fp32,bf16,fp16 on GPU; fp32,bf16 on CPUs with bf16 "
+        "hardware; fp32 on other CPUs, where bf16/fp16 autocast is emulated and several times slower than fp32)",
     )
     parser.add_argument(
         "--rounds", type=int, help="chunks of pairs; the modes take turns on each (default: 3 on CPU, 1 on GPU)"
@@ -183,10 +189,11 @@ def main() -> None:
         print(f"wrote the model and {len(prompts)} pairs to {target}")
         return
     n = len(prompts)
-    fast_half = device.type == "cuda" or any(
-        getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
-    precisions = [p.strip() for p in (args.precisions or ("fp32,bf16,fp16" if fast_half else "fp32")).split(",")]
+    if device.type == "cuda":
+        default_precisions = "fp32,bf16,fp16"
+    else:  # fp16 is emulated on CPUs (several times slower than fp32), bf16 too without bf16 hardware
+        default_precisions = "fp32,bf16" if cpu_has_native_bf16() else "fp32"
+    precisions = [p.strip() for p in (args.precisions or default_precisions).split(",")]
     auto = resolve_precision("auto", device)
     scorers = {p: RewardScorer(model, tokenizer, precision=p, device=device) for p in precisions}
     if not args.no_full_forward:

@@ -63,8 +63,10 @@ def _logits(model, module, embeds: str, input_ids: torch.Tensor, attention_mask:
     for layer in layers:
         hidden = layer(hidden, mask)
     first = _first_token_block(last, hidden, mask, module)
-    pooled = torch.relu(model.pre_classifier(first[:, 0]))
-    return model.classifier(model.dropout(pooled))
+    dtype = model.classifier.weight.dtype
+    with torch.autocast(hidden.device.type, enabled=False):  # the head in the weights' precision, as below
+        pooled = torch.relu(model.pre_classifier(first[:, 0].to(dtype)))
+        return model.classifier(model.dropout(pooled))
 
 
 def _first_token_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, module) -> torch.Tensor:
@@ -75,7 +77,6 @@ def _first_token_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, m
     def heads(x: torch.Tensor) -> torch.Tensor:  # (batch, length, dim) -> (batch, heads, length, head_size)
         return x.view(batch, x.shape[1], -1, attention.attention_head_size).transpose(1, 2)
 
-    query = heads(attention.q_lin(hidden[:, :1]))
     key, value = heads(attention.k_lin(hidden)), heads(attention.v_lin(hidden))
     if mask is not None and mask.dim() == 4 and mask.shape[-2] > 1:  # (batch, 1, length, length): row 0 only
         mask = mask[:, :, :1, :]
@@ -85,12 +86,21 @@ def _first_token_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, m
         attend = module.eager_attention_forward
     else:
         attend = module.ALL_ATTENTION_FUNCTIONS[implementation]
-    output, _ = attend(attention, query, key, value, mask, dropout=0.0, scaling=attention.scaling)
-    output = attention.out_lin(output.reshape(batch, 1, -1))
-    first = block.sa_layer_norm(output + hidden[:, :1])
-    # ff_chunk: the feed-forward without `chunk_size_feed_forward` chunking, which needs a length divisible by it.
-    feed_forward = getattr(block.ffn, "ff_chunk", block.ffn)
-    return block.output_layer_norm(feed_forward(first) + first)
+    # Under fp16/bf16 autocast, the rest runs in the weights' precision (fp32): it is one token per sequence, so it
+    # costs next to nothing on any device, and its rounding would land directly on the score (bf16 on CPU, 807 HH
+    # pairs: 8-11 pairwise decisions flipped against fp32 without it, 1-7 with it; bench/RESULTS.md).
+    dtype = attention.q_lin.weight.dtype
+    with torch.autocast(hidden.device.type, enabled=False):
+        first = hidden[:, :1].to(dtype)
+        query = heads(attention.q_lin(first))
+        output, _ = attend(
+            attention, query, key.to(dtype), value.to(dtype), mask, dropout=0.0, scaling=attention.scaling
+        )
+        output = attention.out_lin(output.reshape(batch, 1, -1))
+        first = block.sa_layer_norm(output + first)
+        # ff_chunk: the feed-forward without `chunk_size_feed_forward` chunking (it needs a length divisible by it).
+        feed_forward = getattr(block.ffn, "ff_chunk", block.ffn)
+        return block.output_layer_norm(feed_forward(first) + first)
 
 
 def check_rows(vocab_size: int) -> list[list[int]]:

@@ -83,14 +83,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but long-standing; absent means no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto`: fp16 autocast on a CUDA GPU (as fast as bf16 there, and 8x finer rounding: it keeps >99% of pairwise
-    decisions, bf16 did not; see bench/RESULTS.md); fp32 elsewhere (bf16 and fp16 are slower than fp32 on CPUs
-    without bf16/fp16 hardware, and bf16's rounding flips too many close decisions)."""
+    decisions, bf16 did not; see bench/RESULTS.md); bf16 on a CPU with bf16 hardware (1.5-1.6x fp32 there, >99% of
+    decisions kept with the scorer's fp32 last layer and head); fp32 on other CPUs (bf16 and fp16 are emulated
+    there and slower than fp32)."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use precision fp16 or fp32")
     return precision
@@ -103,8 +112,9 @@ class RewardScorer:
         scores = scorer.score(["How do I boil an egg?"] * 2, ["9 minutes in boiling water.", "Fry it."])
 
     `precision`: "fp32" (exact); "fp16" or "bf16" (autocast: faster on GPUs and on CPUs with such hardware; scores
-    differ from fp32 by ~1e-4 (fp16) or ~1e-3 (bf16); a batch that overflows fp16 is redone in fp32); "auto" (fp16
-    on a CUDA GPU, else fp32).
+    differ from fp32 by ~1e-4 (fp16) or ~1e-3 (bf16); a batch that overflows fp16 is redone in fp32; with the
+    first-token path, the last layer's first token and the head stay fp32); "auto" (fp16 on a CUDA GPU, bf16 on a
+    CPU with bf16 hardware, else fp32).
     `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
     weights). Scores come back in input order.
     `first_token_only`: for DistilBERT, run the last layer for the first token only (the head reads nothing else;

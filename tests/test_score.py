@@ -99,8 +99,12 @@ def test_bf16_is_close_and_batches_cover_every_sequence(tiny_model_dir: Path, re
     assert all(len(b) * max([5, 512, 7, 7, 300, 1][i] for i in b) <= 600 or len(b) == 1 for b in batches)
 
 
-def test_auto_is_fp32_on_cpu_and_an_fp16_overflow_is_redone_in_fp32(tiny_model_dir: Path, reference) -> None:
+def test_auto_is_fp32_on_cpu_and_an_fp16_overflow_is_redone_in_fp32(tiny_model_dir: Path, reference, monkeypatch):
+    # auto: bf16 only on CPUs that multiply bf16 in hardware (elsewhere it is emulated and slower than fp32).
+    monkeypatch.setattr("pipeline.score.cpu_has_native_bf16", lambda: False)
     assert RewardScorer.from_pretrained(tiny_model_dir, precision="auto", device="cpu").precision == "fp32"
+    monkeypatch.setattr("pipeline.score.cpu_has_native_bf16", lambda: True)
+    assert RewardScorer.from_pretrained(tiny_model_dir, precision="auto", device="cpu").precision == "bf16"
     scorer = RewardScorer.from_pretrained(tiny_model_dir, precision="fp16", device="cpu")
     logits = scorer._logits
     overflowed = []
@@ -192,6 +196,35 @@ def test_first_token_falls_back_when_it_raises_and_handles_chunked_feed_forward(
         scorer = RewardScorer(model, tokenizer, batch_size=3, device="cpu")
     assert not scorer._first_token and "failed (AttributeError" in caplog.text
     np.testing.assert_allclose(scorer.score_pairs(PAIRS), reference, atol=1e-4, rtol=0)
+
+
+def test_under_autocast_the_last_layer_first_token_and_the_head_run_in_fp32(tiny_model_dir: Path, reference) -> None:
+    # Their rounding would land directly on the score; they cost one token per sequence. The rest runs in bf16.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
+    scorer = RewardScorer(model, AutoTokenizer.from_pretrained(tiny_model_dir), precision="bf16", device="cpu")
+    assert scorer._first_token
+    *layers, last = model.distilbert.transformer.layer
+    watched = {
+        "first layer feed-forward": layers[0].ffn.lin1,
+        "last layer keys": last.attention.k_lin,
+        "last layer queries": last.attention.q_lin,
+        "last layer feed-forward": last.ffn.lin2,
+        "head": model.classifier,
+    }
+    dtypes = {}
+    for name, module in watched.items():
+        module.register_forward_hook(lambda module, args, output, name=name: dtypes.update({name: output.dtype}))
+    scores = scorer.score_pairs(PAIRS)
+    assert dtypes == {
+        "first layer feed-forward": torch.bfloat16,
+        "last layer keys": torch.bfloat16,
+        "last layer queries": torch.float32,
+        "last layer feed-forward": torch.float32,
+        "head": torch.float32,
+    }
+    np.testing.assert_allclose(scores, reference, atol=0.05, rtol=0)
 
 
 def test_first_token_is_not_used_on_a_wrapped_or_hooked_model(tiny_model_dir: Path) -> None:
