@@ -88,7 +88,7 @@ def _first_token_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, m
         attend = module.ALL_ATTENTION_FUNCTIONS[implementation]
     # Under fp16/bf16 autocast, the rest runs in the weights' precision (fp32): it is one token per sequence, so it
     # costs next to nothing on any device, and its rounding would land directly on the score (bf16 on CPU, 807 HH
-    # pairs: 8-11 pairwise decisions flipped against fp32 without it, 1-7 with it; bench/RESULTS.md).
+    # pairs: decisions agreeing with fp32 went from 98.6% to 99.3% with a random head, 99.6% to 100% trained).
     dtype = attention.q_lin.weight.dtype
     with torch.autocast(hidden.device.type, enabled=False):
         first = hidden[:, :1].to(dtype)
