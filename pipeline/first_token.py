@@ -62,10 +62,9 @@ def _logits(model, module, embeds: str, input_ids: torch.Tensor, attention_mask:
     *layers, last = base.transformer.layer
     for layer in layers:
         hidden = layer(hidden, mask)
-    first = _first_token_block(last, hidden, mask, module)
-    dtype = model.classifier.weight.dtype
-    with torch.autocast(hidden.device.type, enabled=False):  # the head in the weights' precision, as below
-        pooled = torch.relu(model.pre_classifier(first[:, 0].to(dtype)))
+    first = _first_token_block(last, hidden, mask, module)  # in the weights' precision, even under autocast
+    with torch.autocast(hidden.device.type, enabled=False):  # and so is the head, for the same reason
+        pooled = torch.relu(model.pre_classifier(first[:, 0]))
         return model.classifier(model.dropout(pooled))
 
 

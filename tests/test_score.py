@@ -99,7 +99,7 @@ def test_bf16_is_close_and_batches_cover_every_sequence(tiny_model_dir: Path, re
     assert all(len(b) * max([5, 512, 7, 7, 300, 1][i] for i in b) <= 600 or len(b) == 1 for b in batches)
 
 
-def test_auto_is_fp32_on_cpu_and_an_fp16_overflow_is_redone_in_fp32(tiny_model_dir: Path, reference, monkeypatch):
+def test_auto_precision_on_cpu_and_an_fp16_overflow_is_redone_in_fp32(tiny_model_dir: Path, reference, monkeypatch):
     # auto: bf16 only on CPUs that multiply bf16 in hardware (elsewhere it is emulated and slower than fp32).
     monkeypatch.setattr("pipeline.score.cpu_has_native_bf16", lambda: False)
     assert RewardScorer.from_pretrained(tiny_model_dir, precision="auto", device="cpu").precision == "fp32"
