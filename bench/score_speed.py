@@ -26,13 +26,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.score import (  # noqa: E402
-    RewardScorer,
-    cpu_has_native_bf16,
-    plan_batches,
-    resolve_device,
-    resolve_precision,
-)
+from pipeline.model.batching import plan_batches  # noqa: E402
+from pipeline.model.scorer import RewardScorer, cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: E402
 
 DATA = REPO.parent / "shared/data/hh_harmless_dev.jsonl"  # the same 807 pairs as the .csv, already paired
 
@@ -44,7 +39,7 @@ def load_pairs(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
     if {"prompt", "chosen", "rejected"} <= set(frame.columns):
         pairs = frame
     else:
-        from pipeline.data import load_ranked, make_pairs
+        from pipeline.data.dataset import load_ranked, make_pairs
 
         rows, _ = load_ranked(path)
         pairs, _ = make_pairs(rows)
@@ -165,12 +160,12 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    from pipeline.loading import load_reward_model
+    from pipeline.model.loading import load_reward_model
 
     if args.model:
         model_path = args.model
     else:
-        from pipeline.base_model import EMBEDDED_BASE_MODEL, resolve_base_model
+        from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model
 
         model_path = resolve_base_model(EMBEDDED_BASE_MODEL)
     device = resolve_device(args.device)

@@ -36,12 +36,12 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed  # noqa: E402
 from trl import RewardConfig, RewardTrainer  # noqa: E402
 
-from pipeline.base_model import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
-from pipeline.config import PipelineRewardConfig  # noqa: E402
-from pipeline.data import build_dataset  # noqa: E402
-from pipeline.encoding import encode_preference_pairs  # noqa: E402
-from pipeline.evaluation import evaluate_pairs, score_ids  # noqa: E402
-from pipeline.trainers import (  # noqa: E402
+from pipeline.data.dataset import build_dataset  # noqa: E402
+from pipeline.evaluation.accuracy import evaluate_pairs, score_ids  # noqa: E402
+from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
+from pipeline.model.encoding import encode_preference_pairs  # noqa: E402
+from pipeline.recipe.config import PipelineRewardConfig  # noqa: E402
+from pipeline.training.trainers import (  # noqa: E402
     GroupCollator,
     PairwiseRewardTrainer,
     RankingRewardTrainer,

@@ -31,24 +31,25 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
-from pipeline.atomic import atomic_dir, check_replaceable  # noqa: E402
-from pipeline.base_model import resolve_base_model  # noqa: E402
-from pipeline.checkpoints import (  # noqa: E402
+from pipeline.core.errors import UserError, cli_entry  # noqa: E402
+from pipeline.core.files import atomic_dir, check_replaceable  # noqa: E402
+from pipeline.core.hub import push_folder  # noqa: E402
+from pipeline.data.dataset import build_dataset, data_options, dataset_hub_target, push_dataset  # noqa: E402
+from pipeline.evaluation.accuracy import build_report, evaluate_pairs, score_ids  # noqa: E402
+from pipeline.evaluation.report import write_report  # noqa: E402
+from pipeline.model.base import resolve_base_model  # noqa: E402
+from pipeline.model.encoding import EncodedPairs, encode_preference_pairs  # noqa: E402
+from pipeline.publishing.model_card import write_model_card  # noqa: E402
+from pipeline.recipe.config import PipelineRewardConfig, ScriptArguments, parse_recipe  # noqa: E402
+from pipeline.training.checkpoints import (  # noqa: E402
     checkpoint_dir_for,
     dataset_fingerprint,
     resume_point,
     run_identity,
     write_run_file,
 )
-from pipeline.config import PipelineRewardConfig, ScriptArguments, parse_recipe  # noqa: E402
-from pipeline.data import build_dataset, data_options, dataset_hub_target, push_dataset  # noqa: E402
-from pipeline.distributed import build_data_once, decided_by_main, full_model  # noqa: E402
-from pipeline.encoding import EncodedPairs, encode_preference_pairs  # noqa: E402
-from pipeline.errors import UserError, cli_entry  # noqa: E402
-from pipeline.evaluation import build_report, evaluate_pairs, score_ids, write_report  # noqa: E402
-from pipeline.hub import push_folder  # noqa: E402
-from pipeline.model_card import write_model_card  # noqa: E402
-from pipeline.trainers import (  # noqa: E402
+from pipeline.training.distributed import build_data_once, decided_by_main, full_model  # noqa: E402
+from pipeline.training.trainers import (  # noqa: E402
     GroupCollator,
     PairwiseRewardTrainer,
     RankingRewardTrainer,

@@ -1,0 +1,3 @@
+from pipeline.data.dataset import main
+
+main()

@@ -1,0 +1,409 @@
+"""Reading an input: a file (CSV, TSV, JSONL/JSON, Parquet), a `save_to_disk` directory or a Hub dataset id becomes a
+`SourceTable`: a pyarrow table plus what is needed to name a row in an error message (the data step's first stage).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset
+
+from pipeline.core.errors import UserError, one_line
+
+RANKED_COLUMNS = ("prompt", "answer", "rank")
+HEADER_LINES = 1  # spreadsheet row of a CSV record = its 0-based position + 1 (header) + 1
+
+_FORMATS = {
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
+    ".parquet": "parquet", ".pq": "parquet",
+}  # fmt: skip
+_UNREADABLE = {".xlsx", ".xls", ".ods", ".numbers", ".gz", ".bz2", ".zip", ".xz", ".zst"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_READ_CHUNK = 1 << 24
+_CSV_BLOCK = 1 << 24
+
+
+@dataclass
+class SourceTable:
+    table: pa.Table
+    label: str  # the file (or "DIR [train split]") as error messages name it
+    kind: str  # csv, tsv, jsonl, json, parquet, save_to_disk, hub
+    fingerprint: str
+    first_row: int = 1  # row number of record 0 (2 for CSV/TSV: the header is row 1)
+    row_word: str = "row"
+    row_map: Callable[[], np.ndarray | None] | None = None  # exact numbers when blank lines shift them
+    nested: dict[str, int] = field(default_factory=dict)  # column -> first record holding a list/object
+    notes: list[str] = field(default_factory=list)
+    _rows: np.ndarray | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def rows(self, index: Any) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        if self.row_map is not None:
+            if self._rows is None:
+                exact = self.row_map()
+                self._rows = exact if exact is not None and len(exact) == self.num_rows else np.empty(0, np.int64)
+            if len(self._rows):
+                return self._rows[index]
+        return index + self.first_row
+
+    def release(self) -> None:
+        """Free the raw table once the validated columns are extracted (halves peak memory on big inputs)."""
+        self.table = self.table.schema.empty_table()
+
+    def where(self, index: int) -> str:
+        return f"{self.row_word} {int(self.rows([index])[0])}"
+
+
+def _scan(path: Path) -> tuple[str, int, bytes]:
+    """One pass over the bytes: sha256, number of '"' and the first 4 bytes."""
+    digest, quotes, head = hashlib.sha256(), 0, b""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+            quotes += chunk.count(b'"')
+            head = head or chunk[:4]
+    return f"sha256:{digest.hexdigest()}", quotes, head
+
+
+def _has_blank_line(path: Path, pattern: bytes = rb"\n[ \t]*\r?\n|^\s*\n") -> bool:
+    """Whether an empty line (skipped by the readers, so it shifts row numbers) may occur; checked lazily."""
+    data = path.read_bytes()
+    return re.search(pattern, data) is not None
+
+
+def _check_encoding(head: bytes, label: str) -> None:
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(f"{label}: the file is UTF-16, not UTF-8; re-save it as UTF-8 (in Excel: CSV UTF-8)")
+
+
+def _read_header(path: Path, sep: str, label: str) -> list[str]:
+    """The header record, parsed with Python's csv module (it may span lines when a name is quoted)."""
+    raw, record = b"", None
+    with open(path, "rb") as handle:
+        while record is None:
+            line = handle.readline()
+            raw += line
+            text = raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+            try:
+                record = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True), [])
+            except csv.Error as err:
+                if "unexpected end of data" not in str(err):
+                    raise UserError(
+                        f"{label}: row 1 (the header) cannot be parsed ({err}); fix the column names"
+                    ) from err
+                if not line or len(raw) > 1 << 16:
+                    raise _quote_error(label, 1, 1) from err
+                continue  # a quoted name with a line break: read on
+    if not record and not path.read_bytes().strip(b"\xef\xbb\xbf \t\r\n"):
+        raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
+    if not record:
+        raise UserError(f"{label}: row 1 is empty; the first row must be the header ({','.join(RANKED_COLUMNS)})")
+    if any("\udc80" <= ch <= "\udcff" for name in record for ch in name):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(
+                f"{label}: row 1 (the header) is not valid UTF-8 at byte offset {err.start}; re-save the file as UTF-8"
+            ) from err
+    return [name.strip() for name in record]
+
+
+def _csv_records(path: Path, sep: str):
+    """(row, first line, record, lines) for every record, blank ones included; the slow, exact error path."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(iter(lines), delimiter=sep)
+    previous = 0
+    for index, record in enumerate(reader):
+        yield index + 1, previous + 1, record, lines
+        previous = reader.line_num
+
+
+def _unterminated(lines: list[str], start_line: int, sep: str) -> bool:
+    rest = io.StringIO("".join(lines[start_line - 1 :]), newline="")
+    try:
+        next(csv.reader(rest, delimiter=sep, strict=True), None)
+    except csv.Error as err:
+        return "unexpected end of data" in str(err)
+    return False
+
+
+def _quote_error(label: str, row: int, line: int) -> UserError:
+    return UserError(
+        f"{label}: row {row} (line {line}): a quoted field opens here and is never closed, so the rest of the file "
+        'would be read into it; add the closing quote (a quote inside a quoted field is written "")'
+    )
+
+
+def _diagnose_delimited(path: Path, sep: str, ncols: int, label: str, err: BaseException) -> UserError:
+    """Find the exact row behind a parse error of pyarrow's reader."""
+    last = None
+    for row, line, record, lines in _csv_records(path, sep):
+        if row == 1 or not record:
+            continue
+        if any("\udc80" <= ch <= "\udcff" for value in record for ch in value):
+            return UserError(f"{label}: row {row} (line {line}) is not valid UTF-8; re-save the file as UTF-8")
+        if len(record) != ncols:
+            if _unterminated(lines, line, sep):
+                return _quote_error(label, row, line)
+            name = "a tab" if sep == "\t" else f"'{sep}'"
+            return UserError(
+                f"{label}: row {row} (line {line}) has {len(record)} fields but the header has {ncols}; "
+                f"put quotes around fields that contain {name}, or fix the row"
+            )
+        last = (row, line, lines)
+    if last and _unterminated(last[2], last[1], sep):
+        return _quote_error(label, last[0], last[1])
+    return UserError(f"{label}: cannot be parsed ({one_line(err, 200)})")
+
+
+def _check_closed_quotes(path: Path, sep: str, label: str) -> None:
+    """An odd number of '"' may mean the last record's quote is never closed (pyarrow reads that silently)."""
+    last = None
+    for row, line, record, lines in _csv_records(path, sep):
+        if record:
+            last = (row, line, lines)
+    if last and _unterminated(last[2], last[1], sep):
+        raise _quote_error(label, last[0], last[1])
+
+
+def _csv_row_numbers(path: Path, sep: str) -> np.ndarray:
+    """Spreadsheet row of every data record when blank lines (skipped by the reader) shift them."""
+    return np.array([row for row, _, record, _ in _csv_records(path, sep) if row > 1 and record], dtype=np.int64)
+
+
+def _read_delimited(path: Path, kind: str, label: str) -> SourceTable:
+    import pyarrow.csv as pacsv
+
+    sep = "\t" if kind == "tsv" else ","
+    fingerprint, quotes, head = _scan(path)
+    _check_encoding(head, label)
+    names = _read_header(path, sep, label)
+    generated = [f"f{i}" for i in range(len(names))]
+    try:
+        # The header is read as data row 0 (then dropped), so pyarrow and Python agree on where records start.
+        table = pacsv.read_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(column_names=generated, block_size=_CSV_BLOCK),
+            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(generated, pa.binary()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _diagnose_delimited(path, sep, len(names), label, err) from err
+    if quotes % 2:
+        _check_closed_quotes(path, sep, label)
+    table = table.slice(1).rename_columns(names)
+    row_map = lambda: _csv_row_numbers(path, sep) if _has_blank_line(path) else None  # noqa: E731
+    return SourceTable(table, label, kind, fingerprint, first_row=HEADER_LINES + 1, row_map=row_map)
+
+
+def _records_table(records: list[dict]) -> tuple[pa.Table, dict[str, int]]:
+    """Columns from parsed JSON objects: numbers stay numbers, other scalars become text, lists/objects are flagged."""
+    names = list(dict.fromkeys(key for record in records for key in record))
+    columns, nested = {}, {}
+    for name in names:
+        values = [record.get(name) for record in records]
+        kinds = {type(v) for v in values if v is not None}
+        if kinds and kinds <= {int, float}:
+            columns[name] = pa.array(values, pa.float64())
+        elif kinds & {list, dict}:
+            nested[name] = next(i for i, v in enumerate(values) if isinstance(v, (list, dict)))
+            try:  # kept as they are for read_table; _text refuses them
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.large_string())
+        else:
+            text = [v if isinstance(v, str) or v is None else json.dumps(v) for v in values]
+            columns[name] = pa.array(text, pa.large_string())
+    table = pa.table(columns) if columns else pa.table({"": pa.nulls(len(records))})
+    return table, nested
+
+
+def _read_jsonl_python(path: Path, label: str, fingerprint: str) -> SourceTable:
+    """Line-by-line JSON: exact line numbers for errors, and columns that mix numbers and text."""
+    records, numbers = [], []
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{label}: line {number} is not valid UTF-8; re-save the file as UTF-8") from err
+        except json.JSONDecodeError as err:
+            raise UserError(f"{label}: line {number} is not valid JSON ({err.msg}); one JSON object per line") from err
+        if not isinstance(record, dict):
+            raise UserError(f"{label}: line {number} is a JSON {type(record).__name__}, not an object")
+        records.append(record)
+        numbers.append(number)
+    if not records:
+        raise UserError(f"{label}: the file is empty; expected one JSON object per line")
+    table, nested = _records_table(records)
+    exact = np.array(numbers, dtype=np.int64)
+    return SourceTable(table, label, "jsonl", fingerprint, row_word="line", row_map=lambda: exact, nested=nested)
+
+
+def _jsonl_line_numbers(path: Path) -> np.ndarray:
+    lines = path.read_bytes().split(b"\n")
+    return np.array([i + 1 for i, line in enumerate(lines) if line.strip()], dtype=np.int64)
+
+
+def _read_jsonl(path: Path, label: str) -> SourceTable:
+    import pyarrow.json as pajson
+
+    fingerprint, _, head = _scan(path)
+    _check_encoding(head, label)
+    try:
+        table = pajson.read_json(str(path))
+    except (pa.ArrowInvalid, OSError):  # malformed line, mixed types, empty file: the exact (slower) reader says which
+        return _read_jsonl_python(path, label, fingerprint)
+    if table.num_rows == 0:
+        return _read_jsonl_python(path, label, fingerprint)
+    row_map = lambda: _jsonl_line_numbers(path) if _has_blank_line(path) else None  # noqa: E731
+    return SourceTable(table, label, "jsonl", fingerprint, row_word="line", row_map=row_map)
+
+
+def _read_json(path: Path, label: str) -> SourceTable:
+    fingerprint, _, head = _scan(path)
+    _check_encoding(head, label)
+    try:
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{label}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
+    if not text.strip():
+        raise UserError(f"{label}: the file is empty; expected a JSON array of objects")
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path, label)  # JSON Lines under a .json name
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{label}: not valid JSON at line {err.lineno} ({err.msg})") from err
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise UserError(f"{label}: record {bad + 1} is not a JSON object; expected an array of objects")
+    table, nested = _records_table(records)
+    return SourceTable(table, label, "json", fingerprint, row_word="record", nested=nested)
+
+
+def _read_parquet(path: Path, label: str) -> SourceTable:
+    import pyarrow.parquet as pq
+
+    fingerprint = _scan(path)[0]
+    try:
+        table = pq.read_table(str(path))
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(f"{label}: not a readable Parquet file ({one_line(err, 200)})") from err
+    return SourceTable(table, label, "parquet", fingerprint)
+
+
+def _file_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _UNREADABLE:
+        raise UserError(f"{path}: {suffix} files are not read; export the sheet as CSV (UTF-8), TSV, JSONL or Parquet")
+    return _FORMATS.get(suffix, "csv")
+
+
+def read_file(path: Path) -> SourceTable:
+    kind, label = _file_kind(path), str(path)
+    if path.stat().st_size == 0:
+        raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
+    if kind in ("csv", "tsv"):
+        return _read_delimited(path, kind, label)
+    if kind == "jsonl":
+        return _read_jsonl(path, label)
+    if kind == "json":
+        return _read_json(path, label)
+    return _read_parquet(path, label)
+
+
+def _dataset_table(dataset: Any, label: str, kind: str, split: str | None) -> SourceTable:
+    if not isinstance(dataset, Dataset):
+        raise UserError(f"{label}: a streaming (iterable) dataset cannot be used; load it without streaming")
+    if dataset._indices is not None:
+        dataset = dataset.flatten_indices()
+    seen = f"{kind}:{split or ''}:{dataset._fingerprint}"
+    fingerprint = f"sha256:{hashlib.sha256(seen.encode()).hexdigest()}"
+    return SourceTable(dataset.data.table, f"{label} [{split} split]" if split else label, kind, fingerprint)
+
+
+def _from_datasets(loaded: Any, label: str, kind: str, role: str) -> tuple[SourceTable, SourceTable | None]:
+    """A Dataset, or a DatasetDict whose train (and test) splits are used; test role: its test split."""
+    if not isinstance(loaded, Mapping):
+        return _dataset_table(loaded, label, kind, None), None
+    names = list(loaded)
+    if role == "test":
+        name = "test" if "test" in names else names[0] if len(names) == 1 else None
+        if name is None:
+            raise UserError(f"{label}: has splits {', '.join(names)} but none is 'test'; give a single test set")
+        return _dataset_table(loaded[name], label, kind, name), None
+    name = "train" if "train" in names else names[0] if len(names) == 1 else None
+    if name is None:
+        raise UserError(f"{label}: has splits {', '.join(names)}; it needs a 'train' split (and optionally 'test')")
+    main = _dataset_table(loaded[name], label, kind, name)
+    test = _dataset_table(loaded["test"], label, kind, "test") if name == "train" and "test" in names else None
+    ignored = [n for n in names if n not in (name, "test")]
+    if ignored:
+        main.notes.append(f"splits not used: {', '.join(ignored)}")
+    return main, test
+
+
+def _read_hub(name: str, role: str) -> tuple[SourceTable, SourceTable | None]:
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    where = f"{name}: no such file or directory here, and as a Hugging Face Hub dataset id it"
+    try:
+        loaded = datasets.load_dataset(name)
+    except DatasetNotFoundError as err:
+        raise UserError(f"{where} does not exist (or needs a token); check dataset_path") from err
+    except ConnectionError as err:
+        if "OfflineModeIsEnabled" in str(err) or datasets.config.HF_HUB_OFFLINE:
+            raise UserError(
+                f"{where} cannot be loaded: offline mode is on (HF_HUB_OFFLINE=1) and it is not in the local cache; "
+                "unset HF_HUB_OFFLINE or give a local file"
+            ) from err
+        raise UserError(f"{where} cannot be loaded: the Hugging Face Hub is unreachable; give a local file") from err
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise UserError(f"{where} cannot be loaded ({one_line(err, 200)})") from err
+    return _from_datasets(loaded, name, "hub", role)
+
+
+def read_source(path: str | Path, role: str = "main") -> tuple[SourceTable, SourceTable | None]:
+    """A file, a save_to_disk directory or a Hub dataset id; returns the table and a test table if the input has one."""
+    text = str(path)
+    local = Path(path)
+    if local.is_file():
+        return read_file(local), None
+    if local.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            loaded = load_from_disk(text)
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise UserError(
+                f"{text}: a directory, but not a dataset saved with save_to_disk ({one_line(err, 200)}); "
+                "give a file or a saved dataset directory"
+            ) from err
+        return _from_datasets(loaded, text, "save_to_disk", role)
+    key = "test_path" if role == "test" else "dataset_path"
+    if local.suffix.lower() in _FORMATS or local.suffix.lower() in _UNREADABLE or not _HUB_ID.fullmatch(text):
+        raise UserError(f"{text}: no such file (set {key} in the recipe or pass --{key} FILE)")
+    return _read_hub(text, role)

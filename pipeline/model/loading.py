@@ -1,0 +1,34 @@
+"""Loading a saved reward model and its tokenizer, with one-line errors. Light on purpose: `RewardScorer` needs only
+torch and transformers (no datasets, evaluate or trl), so scoring from Python runs wherever a model can."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from pipeline.core.errors import UserError, one_line
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
+
+
+def load_reward_model(model_dir: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    # transformers 5 quietly returns a 5-token default tokenizer for a directory without tokenizer files.
+    if Path(model_dir).is_dir() and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{model_dir}: cannot load a tokenizer (no tokenizer files); save it with the model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{model_dir}: cannot load a tokenizer ({one_line(err, 200)})") from err
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"{model_dir}: cannot load a reward model ({one_line(err, 200)})") from err
+    if model.config.num_labels != 1:
+        raise UserError(f"{model_dir}: the model has num_labels={model.config.num_labels}; a reward model has 1")
+    return model, tokenizer
+
+
+def default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None) or 512
+    return int(min(tokenizer.model_max_length, limit))

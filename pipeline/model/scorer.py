@@ -1,0 +1,326 @@
+"""Score many (prompt, response) pairs with a saved reward model: batched, exact by default.
+
+    python -m pipeline.score --model DIR --input FILE --output FILE [--rank] [--standardize] [--precision auto]
+
+Every pair is encoded with the training encoding (`pipeline.model.encoding.encode_pairs`, i.e. the Quick Start call
+`tokenizer(prompt, response, truncation=True, max_length=512)`), then scored in length-sorted batches under
+`torch.inference_mode`. `precision="fp32"` (the default) gives the Quick Start's scores (within float32 rounding);
+`"bf16"`, `"fp16"` and `"auto"` trade a little precision for speed (see bench/RESULTS.md, "Scoring speed").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipeline.core.errors import UserError
+from pipeline.model.batching import (
+    CPU_MAX_BATCH,
+    CPU_MAX_PADDING,
+    CPU_MAX_TOKENS,
+    GPU_MAX_BATCH,
+    GPU_MAX_PADDING,
+    GPU_MAX_TOKENS,
+    plan_batches,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pipeline.model.encoding import Encoded
+
+# pipeline.encoding / pipeline.loading (transformers) are imported where used, so that the CLI answers a bad file or
+# column in a moment instead of after loading them. RewardScorer needs no datasets, evaluate or trl (the CLI reads
+# CSV/TSV/Parquet through the data step, which uses datasets).
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Pairs encoded at a time (bounds memory); batches are length-sorted within a chunk, so chunks are large. On a GPU
+# the next chunk is encoded while the GPU scores this one (bench/score_speed.py --chunk_sizes measures smaller ones).
+CHUNK_SIZE = 16384
+
+
+@dataclass
+class _Pending:
+    """A chunk whose batches have been launched: the scores of each batch (row indices, values), maybe on their way
+    back from the GPU until `done` fires."""
+
+    input_ids: Sequence[list[int]]
+    offset: int
+    batches: list[tuple[np.ndarray, torch.Tensor]]
+    done: torch.cuda.Event | None  # None: computed synchronously, and already counted by the progress bar
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto`: the CUDA GPU when there is one, else the CPU. A CUDA device gets its index (the current GPU for plain
+    `cuda`), so the scorer's streams and events stay on one GPU whatever becomes current later."""
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N (got {device!r})") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if resolved.type == "cuda":
+        if resolved.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        if resolved.index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA GPU(s) (cuda:0 ...)")
+    return resolved
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but long-standing; absent means no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: fp16 autocast on a CUDA GPU (as fast as bf16 there, and 8x finer rounding: it keeps >99% of pairwise
+    decisions, bf16 did not; see bench/RESULTS.md); bf16 on a CPU with bf16 hardware (1.5-1.6x fp32 there, >99% of
+    decisions kept with the scorer's fp32 last layer and head); fp32 on other CPUs (bf16 and fp16 are emulated
+    there and slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU does not support bf16; use precision fp16 or fp32")
+    return precision
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a one-label sequence-classification reward model.
+
+        scorer = RewardScorer.from_pretrained("reward_model")  # fp32: the Quick Start's scores
+        scores = scorer.score(["How do I boil an egg?"] * 2, ["9 minutes in boiling water.", "Fry it."])
+
+    `precision`: "fp32" (exact); "fp16" or "bf16" (autocast: faster on GPUs and on CPUs with such hardware; scores
+    differ from fp32 by ~1e-4 (fp16) or ~1e-3 (bf16); a batch that overflows fp16 is redone in fp32; with the
+    first-token path, the last layer's first token and the head stay fp32); "auto" (fp16 on a CUDA GPU, bf16 on a
+    CPU with bf16 hardware, else fp32).
+    `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
+    weights). Scores come back in input order.
+    `first_token_only`: for DistilBERT, run the last layer for the first token only (the head reads nothing else;
+    same scores, ~14% fewer FLOPs; checked once against the model's forward). False: the model's own forward.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        precision: str = "fp32",
+        device: str | torch.device = "auto",
+        max_length: int | None = None,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+        first_token_only: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.tokenizer = tokenizer
+        self.model = model.to(device=self.device, dtype=torch.float32).eval()
+        from pipeline.model.loading import default_max_length
+
+        self.max_length = int(max_length or default_max_length(model, tokenizer))
+        gpu = self.device.type == "cuda"
+        self.max_tokens = int(max_tokens or (GPU_MAX_TOKENS if gpu else CPU_MAX_TOKENS))
+        self.batch_size = int(batch_size or (GPU_MAX_BATCH if gpu else CPU_MAX_BATCH))
+        self.max_padding = GPU_MAX_PADDING if gpu else CPU_MAX_PADDING
+        self.chunk_size = CHUNK_SIZE
+        if self.max_tokens < 1 or self.batch_size < 1:
+            raise UserError("max_tokens and batch_size must be at least 1")
+        self.pad_id = tokenizer.pad_token_id
+        module = sys.modules.get(type(self.model.base_model).__module__)
+        self._mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa" and hasattr(
+            module, "create_bidirectional_mask"
+        )
+        if self.pad_id is None:  # no padding token: one sequence per forward pass (still exact)
+            self.batch_size = 1
+        from pipeline.model.first_token import check, check_rows, first_token_logits
+
+        # The last layer for the first token only (the head reads nothing else): same scores, ~14% fewer FLOPs.
+        fast = first_token_logits(self.model) if first_token_only else None
+        if fast is not None:  # checked once against the model's forward, on a padded batch made as for scoring
+            rows = check_rows(int(self.model.config.vocab_size))
+            fast = fast if check(self.model, fast, *self._batch(rows, np.arange(2))) else None
+        self._first_token = fast is not None
+        self._logits: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] = (
+            fast if self._first_token else self._model_logits
+        )
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> RewardScorer:
+        """Load a saved reward model (directory or Hub id); a missing tokenizer or num_labels != 1 is a UserError."""
+        from pipeline.model.loading import load_reward_model
+
+        model, tokenizer = load_reward_model(os.fspath(name_or_path))
+        return cls(model, tokenizer, **kwargs)
+
+    # -- reward statistics stored by training ------------------------------------------------------------------
+
+    @property
+    def reward_stats(self) -> tuple[float, float] | None:
+        """(reward_mean, reward_std) from the model's config.json, or None when the model has none."""
+        mean = getattr(self.model.config, "reward_mean", None)
+        std = getattr(self.model.config, "reward_std", None)
+        if mean is None or std is None or not float(std) > 0:
+            return None
+        return float(mean), float(std)
+
+    def standardize(self, scores: np.ndarray) -> np.ndarray:
+        """(score - reward_mean) / reward_std with the statistics of the training answers."""
+        stats = self.reward_stats
+        if stats is None:
+            raise UserError(
+                "the model has no reward_mean/reward_std in its config.json (models trained by pipeline/train.py "
+                "store them); score without standardising"
+            )
+        return (np.asarray(scores, dtype=np.float64) - stats[0]) / stats[1]
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Encoded:
+        """The training encoding of each pair (token ids, and which pairs were truncated)."""
+        from pipeline.model.encoding import encode_pairs
+
+        return encode_pairs(self.tokenizer, list(prompts), list(responses), self.max_length)
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        *,
+        standardize: bool = False,
+        progress: bool = False,
+        return_truncated: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """One score per (prompt, response), in input order (float64 array).
+
+        With `return_truncated`, also a bool array: which pairs were longer than `max_length` (and truncated).
+        Pairs are encoded and scored `chunk_size` at a time, so memory stays bounded for any number of pairs. On a
+        GPU the next chunk is encoded while the GPU still scores the previous one (its kernels run asynchronously
+        until the scores are read back), so tokenization and the model overlap.
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        n = len(prompts)
+        scores = np.empty(n, dtype=np.float64)
+        truncated = np.zeros(n, dtype=bool)
+        bar = tqdm(total=n, desc="scoring", unit="seq", disable=not progress)
+        pending: _Pending | None = None
+        for start in range(0, n, self.chunk_size):
+            end = min(n, start + self.chunk_size)
+            encoded = self.encode(prompts[start:end], responses[start:end])
+            truncated[start:end] = encoded.truncated
+            launched = self._launch(encoded.input_ids, start, bar)
+            if pending is not None:
+                self._collect(pending, scores, bar)
+            pending = launched
+        if pending is not None:
+            self._collect(pending, scores, bar)
+        bar.close()
+        if standardize:
+            scores = self.standardize(scores)
+        return (scores, truncated) if return_truncated else scores
+
+    def score_pairs(self, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> np.ndarray:
+        """`score` for an iterable of (prompt, response) tuples."""
+        pairs = list(pairs)
+        return self.score([p for p, _ in pairs], [r for _, r in pairs], **kwargs)
+
+    def __call__(self, prompt: str, response: str) -> float:
+        return float(self.score([prompt], [response])[0])
+
+    def score_ids(self, input_ids: Sequence[list[int]], progress: bool = False) -> np.ndarray:
+        """Scores of already encoded sequences, in input order."""
+        scores = np.empty(len(input_ids), dtype=np.float64)
+        bar = tqdm(total=len(input_ids), desc="scoring", unit="seq", disable=not progress)
+        self._collect(self._launch(input_ids, 0, bar), scores, bar)
+        bar.close()
+        return scores
+
+    def _batch(self, input_ids: Sequence[list[int]], index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Right-padded ids and attention mask of the rows `index` (longest first), on the scorer's device."""
+        lengths = np.fromiter((len(input_ids[i]) for i in index), dtype=np.int64, count=len(index))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(input_ids[i] for i in index), dtype=np.int64, count=int(lengths.sum())
+        )
+        mask = np.arange(lengths[0])[None, :] < lengths[:, None]  # right padding: positions as unpadded
+        ids = np.full(mask.shape, self.pad_id or 0, dtype=np.int64)
+        ids[mask] = flat  # row-major order: row by row, each row's tokens in order
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+        if self.device.type == "cuda":  # pinned + non_blocking: a pageable copy would wait for the GPU to idle
+            ids, mask = (
+                ids.pin_memory().to(self.device, non_blocking=True),
+                mask.pin_memory().to(self.device, non_blocking=True),
+            )
+        else:
+            ids, mask = ids.to(self.device), mask.to(self.device)
+        # transformers reads a 2D mask back (`mask.all()`) to decide whether SDPA may skip it: on a GPU that waits
+        # for every batch queued before. Known here instead: no padding, no mask; else the 4D key-padding mask that
+        # its SDPA path builds, which models using create_bidirectional_mask take as it is.
+        if lengths[-1] == lengths[0]:
+            return ids, None
+        return ids, mask[:, None, None, :].bool() if self._mask_4d else mask
+
+    @torch.inference_mode()
+    def _launch(self, input_ids: Sequence[list[int]], offset: int, bar: tqdm) -> _Pending:
+        """Run the model over length-sorted batches of `input_ids`. On CPU the scores are ready on return; on a GPU
+        they are copied back asynchronously and `_collect` waits for them."""
+        lengths = [len(x) for x in input_ids]
+        gpu = self.device.type == "cuda"
+        batches = []
+        for index in plan_batches(lengths, self.max_tokens, self.batch_size, self.max_padding):
+            ids, mask = self._batch(input_ids, index)
+            with self._autocast():
+                logits = self._logits(ids, mask)
+            if logits.shape[-1] != 1:
+                raise UserError(f"the model has {logits.shape[-1]} outputs; a reward model has exactly one")
+            out = logits[:, 0].float()
+            if gpu:
+                host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+                batches.append((index, host.copy_(out, non_blocking=True)))
+            else:
+                batches.append((index, out.cpu()))
+                bar.update(len(index))
+        done = None
+        if gpu:
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+        return _Pending(input_ids, offset, batches, done)
+
+    @torch.inference_mode()
+    def _collect(self, pending: _Pending, scores: np.ndarray, bar: tqdm) -> None:
+        """Wait for a launched chunk and write its scores; a batch that overflowed fp16 is scored again in fp32."""
+        if pending.done is not None:
+            pending.done.synchronize()
+        for index, out in pending.batches:
+            batch = out.numpy()
+            if self.precision != "fp32" and not np.isfinite(batch).all():
+                ids, mask = self._batch(pending.input_ids, index)
+                batch = self._logits(ids, mask)[:, 0].float().cpu().numpy()
+            scores[pending.offset + index] = batch
+            if pending.done is not None:
+                bar.update(len(index))
+
+    def _model_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision in AUTOCAST:
+            return torch.autocast(self.device.type, dtype=AUTOCAST[self.precision])
+        return contextlib.nullcontext()

@@ -1,0 +1,3 @@
+from pipeline.score.cli import main
+
+main()

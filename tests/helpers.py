@@ -1,0 +1,80 @@
+"""Shared test helpers: the repository root, a tiny random DistilBERT reward model, small files, CLI runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+WORDS = (
+    "the a an is are was be to of and or in on for with what how why who which best answer prompt good bad "
+    "python code list sort cook pasta water boil salt travel city rome paris science light speed sky blue red "
+    "because it this that you your i we they can not no yes please help write story short long human assistant"
+).split()
+
+
+def build_tiny_model(target: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast
+
+    target.mkdir(parents=True, exist_ok=True)
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *".,!?'\"-:;()", *(f"##{c}" for c in chars), *WORDS]
+    vocab_file = target / "vocab.txt"
+    vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tokenizer = DistilBertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, model_max_length=512)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=1, pad_token_id=0
+    )
+    torch.manual_seed(seed)
+    DistilBertForSequenceClassification(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_module(module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` from the repository root, offline, capturing text output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+
+
+def write_recipe(path: Path, model_dir: Path, output_dir: Path, **extra: object) -> Path:
+    lines = {
+        "model_name_or_path": str(model_dir),
+        "dataset_path": str(REPO / "data/answers.csv"),
+        "output_dir": str(output_dir),
+        "test_size": 0.2,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 16,
+        "learning_rate": 1e-3,
+        "max_length": 512,
+        "logging_steps": 5,
+        "report_to": "none",
+        **extra,
+    }
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in lines.items()))
+    return path
+
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    return subprocess.run([*ACCELERATE, "pipeline/train.py", *args], cwd=REPO, env=env, capture_output=True, text=True)
