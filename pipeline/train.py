@@ -34,7 +34,7 @@ from transformers import (  # noqa: E402
 from pipeline.core.errors import UserError, cli_entry  # noqa: E402
 from pipeline.core.files import atomic_dir, check_replaceable  # noqa: E402
 from pipeline.core.hub import push_folder  # noqa: E402
-from pipeline.data.dataset import build_dataset, data_options, dataset_hub_target, push_dataset  # noqa: E402
+from pipeline.data import build_dataset, data_options, dataset_hub_target, push_dataset  # noqa: E402
 from pipeline.evaluation.accuracy import build_report, evaluate_pairs, score_ids  # noqa: E402
 from pipeline.evaluation.report import write_report  # noqa: E402
 from pipeline.model.base import resolve_base_model  # noqa: E402
@@ -49,7 +49,7 @@ from pipeline.training.checkpoints import (  # noqa: E402
     write_run_file,
 )
 from pipeline.training.distributed import build_data_once, decided_by_main, full_model  # noqa: E402
-from pipeline.training.trainers import (  # noqa: E402
+from pipeline.training import (  # noqa: E402
     GroupCollator,
     PairwiseRewardTrainer,
     RankingRewardTrainer,

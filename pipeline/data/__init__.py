@@ -4,3 +4,25 @@ validated preference pairs (prompt, chosen, rejected, margin) with a prompt-leve
 
 May import `pipeline.core` (and `pipeline.recipe` for its command line).
 """
+
+from pipeline.data.dataset import (
+    ColumnMap,
+    DataReport,
+    build_dataset,
+    data_options,
+    dataset_hub_target,
+    push_dataset,
+    read_pairs,
+    save_dataset,
+)
+
+__all__ = [
+    "ColumnMap",
+    "DataReport",
+    "build_dataset",
+    "data_options",
+    "dataset_hub_target",
+    "push_dataset",
+    "read_pairs",
+    "save_dataset",
+]

@@ -3,3 +3,13 @@ encoding, checkpoints that a rerun resumes from, and what changes under several 
 
 May import `pipeline.core`, `pipeline.recipe`, `pipeline.data` and `pipeline.model`.
 """
+
+from pipeline.training.trainers import (
+    GroupCollator,
+    PairwiseRewardTrainer,
+    RankingRewardTrainer,
+    pairwise_dataset,
+    ranking_dataset,
+)
+
+__all__ = ["GroupCollator", "PairwiseRewardTrainer", "RankingRewardTrainer", "pairwise_dataset", "ranking_dataset"]
