@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.data.dataset import build_dataset  # noqa: E402
+from pipeline.data import build_dataset  # noqa: E402
 from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
 
 HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"

@@ -100,7 +100,7 @@ def profile(csv_path: Path, out: Path) -> None:
     import pstats
 
     sys.path.insert(0, str(REPO))
-    from pipeline.data.dataset import build_dataset, save_dataset
+    from pipeline.data import build_dataset, save_dataset
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -39,10 +39,9 @@ def load_pairs(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
     if {"prompt", "chosen", "rejected"} <= set(frame.columns):
         pairs = frame
     else:
-        from pipeline.data.dataset import load_ranked, make_pairs
+        from pipeline.data import read_pairs
 
-        rows, _ = load_ranked(path)
-        pairs, _ = make_pairs(rows)
+        pairs, _ = read_pairs(path)
     pairs = pairs.iloc[:n]
     return pairs["prompt"].tolist(), pairs["chosen"].tolist(), pairs["rejected"].tolist()
 

@@ -36,12 +36,13 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed  # noqa: E402
 from trl import RewardConfig, RewardTrainer  # noqa: E402
 
-from pipeline.data.dataset import build_dataset  # noqa: E402
-from pipeline.evaluation.accuracy import evaluate_pairs, score_ids  # noqa: E402
+from pipeline.data import build_dataset  # noqa: E402
+from pipeline.evaluation.accuracy import evaluate_pairs  # noqa: E402
 from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
 from pipeline.model.encoding import encode_preference_pairs  # noqa: E402
+from pipeline.model.scorer import RewardScorer  # noqa: E402
 from pipeline.recipe.config import PipelineRewardConfig  # noqa: E402
-from pipeline.training.trainers import (  # noqa: E402
+from pipeline.training import (  # noqa: E402
     GroupCollator,
     PairwiseRewardTrainer,
     RankingRewardTrainer,
@@ -82,7 +83,7 @@ def stock_eval(model, tokenizer, pairs: pd.DataFrame) -> float:
     ids += [
         tokenizer(text=p + a + "[SEP]")["input_ids"][:512] for p, a in zip(pairs.prompt, pairs.rejected, strict=True)
     ]
-    scores = score_ids(model, tokenizer, ids, batch_size=32)
+    scores = RewardScorer(model, tokenizer, device=None, batch_size=32).score_ids(ids)
     n = len(pairs)
     return float((scores[:n] > scores[n:]).mean())
 
@@ -178,6 +179,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hh", type=Path, default=HH)
     parser.add_argument("--skip_hh", action="store_true")
+    parser.add_argument("--variants", default="stock,pairwise,pairwise-random,pairwise-unchunked,ranking")
+    parser.add_argument("--no_ceiling", action="store_true", help="skip the fwd+bwd ceiling measurement")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/trainer_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     base = resolve_base_model(EMBEDDED_BASE_MODEL)
@@ -188,22 +192,24 @@ def main() -> None:
         if not args.skip_hh and args.hh.is_file():
             sets.append(args.hh)
         for data in sets:
-            ceilings.append(ceiling(base, data))
-            print(ceilings[-1], flush=True)
-            for name in ("stock", "pairwise", "pairwise-random", "pairwise-unchunked", "ranking"):
+            if not args.no_ceiling:
+                ceilings.append(ceiling(base, data))
+                print(ceilings[-1], flush=True)
+            for name in args.variants.split(","):
                 rows.append(run_variant(name, base, data, args.epochs, args.batch, work))
                 print(rows[-1], flush=True)
     result = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}",
               "epochs": args.epochs, "batch": args.batch, "runs": rows, "ceilings": ceilings}  # fmt: skip
-    out = REPO / "bench/results/trainer_speed.json"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n| data | variant | s/epoch | speed-up vs stock | real tokens/epoch | real tokens/s | held-out acc |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        stock = next(x for x in rows if x["data"] == r["data"] and x["variant"] == "stock")
+        stock = next((x for x in rows if x["data"] == r["data"] and x["variant"] == "stock"), None)
+        speedup = f"{stock['epoch_s'] / r['epoch_s']:.2f}x" if stock else "n/a"
         print(
-            f"| {r['data']} | {r['variant']} | {r['epoch_s']:.1f} | {stock['epoch_s'] / r['epoch_s']:.2f}x "
+            f"| {r['data']} | {r['variant']} | {r['epoch_s']:.1f} | {speedup} "
             f"| {r['real_tokens_per_epoch']:.0f} | {r['real_tokens_per_s']:.0f} | {r['held_out_accuracy']:.3f} |"
         )
     print("\n| data | fwd+bwd ceiling, batch 1 | equal-len x8 | equal-len ≤4096 tok | ours pairwise / ceiling |")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import build_tiny_model
+from helpers import PAIRS, build_tiny_model, quick_start
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -36,3 +36,9 @@ def tiny_tokenizer(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model_dir: Path):
+    """The Quick Start loop's scores of PAIRS with the tiny model: what every scoring path must reproduce."""
+    return quick_start(tiny_model_dir, PAIRS)

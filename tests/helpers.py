@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -78,3 +80,30 @@ def write_recipe(path: Path, model_dir: Path, output_dir: Path, **extra: object)
 def launch(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     return subprocess.run([*ACCELERATE, "pipeline/train.py", *args], cwd=REPO, env=env, capture_output=True, text=True)
+
+
+LONG_PROMPT = "human: " + "the sky is blue because of light " * 120 + "what about red"
+PAIRS = [
+    ("How do I boil an egg?", "Put the egg in boiling water for 9 minutes."),
+    ("How do I boil an egg?", "Fry it."),
+    ("why is the sky blue", "because of light"),
+    ("write a short story", "once upon a time a city by the water"),
+    (LONG_PROMPT, "because the sky is blue"),  # > 512 tokens: truncated exactly as the Quick Start does
+    ("", "an empty prompt"),
+    ("why is the sky blue", "i can not help with that"),
+]
+
+
+def quick_start(model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The README's Quick Start loop, one pair at a time: the scores every scoring path must reproduce."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    scores = []
+    for prompt, response in pairs:
+        inputs = tokenizer(prompt, response, return_tensors="pt", truncation=True, max_length=512)
+        with torch.no_grad():
+            scores.append(model(**inputs).logits.item())
+    return np.asarray(scores)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import REPO, launch, write_recipe
 
-from pipeline.data.dataset import build_dataset
+from pipeline.data import build_dataset
 
 
 @pytest.fixture(scope="module")

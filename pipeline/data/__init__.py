@@ -5,16 +5,11 @@ validated preference pairs (prompt, chosen, rejected, margin) with a prompt-leve
 May import `pipeline.core` (and `pipeline.recipe` for its command line).
 """
 
-from pipeline.data.dataset import (
-    ColumnMap,
-    DataReport,
-    build_dataset,
-    data_options,
-    dataset_hub_target,
-    push_dataset,
-    read_pairs,
-    save_dataset,
-)
+from pipeline.data.columns import ColumnMap, find_column
+from pipeline.data.publish import data_options, dataset_hub_target, push_dataset, save_dataset
+from pipeline.data.report import DataReport
+from pipeline.data.rows import read_rows
+from pipeline.data.split import build_dataset, read_pairs
 
 __all__ = [
     "ColumnMap",
@@ -22,7 +17,9 @@ __all__ = [
     "build_dataset",
     "data_options",
     "dataset_hub_target",
+    "find_column",
     "push_dataset",
     "read_pairs",
+    "read_rows",
     "save_dataset",
 ]

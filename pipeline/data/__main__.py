@@ -1,3 +1,3 @@
-from pipeline.data.dataset import main
+from pipeline.data.cli import main
 
 main()

@@ -1,15 +1,14 @@
 """Reading an input: a file (CSV, TSV, JSONL/JSON, Parquet), a `save_to_disk` directory or a Hub dataset id becomes a
 `SourceTable`: a pyarrow table plus what is needed to name a row in an error message (the data step's first stage).
+CSV/TSV parsing is in `delimited`; `parse_json_lines` is the one JSON Lines parser (also behind `rows.read_rows`).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ import pyarrow as pa
 from datasets import Dataset
 
 from pipeline.core.errors import UserError, one_line
+from pipeline.data.delimited import RANKED_COLUMNS, csv_row_numbers, read_delimited
 
-RANKED_COLUMNS = ("prompt", "answer", "rank")
 HEADER_LINES = 1  # spreadsheet row of a CSV record = its 0-based position + 1 (header) + 1
 
 _FORMATS = {
@@ -30,7 +29,6 @@ _FORMATS = {
 _UNREADABLE = {".xlsx", ".xls", ".ods", ".numbers", ".gz", ".bz2", ".zip", ".xz", ".zst"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _READ_CHUNK = 1 << 24
-_CSV_BLOCK = 1 << 24
 
 
 @dataclass
@@ -90,128 +88,12 @@ def _check_encoding(head: bytes, label: str) -> None:
         raise UserError(f"{label}: the file is UTF-16, not UTF-8; re-save it as UTF-8 (in Excel: CSV UTF-8)")
 
 
-def _read_header(path: Path, sep: str, label: str) -> list[str]:
-    """The header record, parsed with Python's csv module (it may span lines when a name is quoted)."""
-    raw, record = b"", None
-    with open(path, "rb") as handle:
-        while record is None:
-            line = handle.readline()
-            raw += line
-            text = raw.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-            try:
-                record = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True), [])
-            except csv.Error as err:
-                if "unexpected end of data" not in str(err):
-                    raise UserError(
-                        f"{label}: row 1 (the header) cannot be parsed ({err}); fix the column names"
-                    ) from err
-                if not line or len(raw) > 1 << 16:
-                    raise _quote_error(label, 1, 1) from err
-                continue  # a quoted name with a line break: read on
-    if not record and not path.read_bytes().strip(b"\xef\xbb\xbf \t\r\n"):
-        raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
-    if not record:
-        raise UserError(f"{label}: row 1 is empty; the first row must be the header ({','.join(RANKED_COLUMNS)})")
-    if any("\udc80" <= ch <= "\udcff" for name in record for ch in name):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise UserError(
-                f"{label}: row 1 (the header) is not valid UTF-8 at byte offset {err.start}; re-save the file as UTF-8"
-            ) from err
-    return [name.strip() for name in record]
-
-
-def _csv_records(path: Path, sep: str):
-    """(row, first line, record, lines) for every record, blank ones included; the slow, exact error path."""
-    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    lines = io.StringIO(text, newline="").readlines()
-    reader = csv.reader(iter(lines), delimiter=sep)
-    previous = 0
-    for index, record in enumerate(reader):
-        yield index + 1, previous + 1, record, lines
-        previous = reader.line_num
-
-
-def _unterminated(lines: list[str], start_line: int, sep: str) -> bool:
-    rest = io.StringIO("".join(lines[start_line - 1 :]), newline="")
-    try:
-        next(csv.reader(rest, delimiter=sep, strict=True), None)
-    except csv.Error as err:
-        return "unexpected end of data" in str(err)
-    return False
-
-
-def _quote_error(label: str, row: int, line: int) -> UserError:
-    return UserError(
-        f"{label}: row {row} (line {line}): a quoted field opens here and is never closed, so the rest of the file "
-        'would be read into it; add the closing quote (a quote inside a quoted field is written "")'
-    )
-
-
-def _diagnose_delimited(path: Path, sep: str, ncols: int, label: str, err: BaseException) -> UserError:
-    """Find the exact row behind a parse error of pyarrow's reader."""
-    last = None
-    for row, line, record, lines in _csv_records(path, sep):
-        if row == 1 or not record:
-            continue
-        if any("\udc80" <= ch <= "\udcff" for value in record for ch in value):
-            return UserError(f"{label}: row {row} (line {line}) is not valid UTF-8; re-save the file as UTF-8")
-        if len(record) != ncols:
-            if _unterminated(lines, line, sep):
-                return _quote_error(label, row, line)
-            name = "a tab" if sep == "\t" else f"'{sep}'"
-            return UserError(
-                f"{label}: row {row} (line {line}) has {len(record)} fields but the header has {ncols}; "
-                f"put quotes around fields that contain {name}, or fix the row"
-            )
-        last = (row, line, lines)
-    if last and _unterminated(last[2], last[1], sep):
-        return _quote_error(label, last[0], last[1])
-    return UserError(f"{label}: cannot be parsed ({one_line(err, 200)})")
-
-
-def _check_closed_quotes(path: Path, sep: str, label: str) -> None:
-    """An odd number of '"' may mean the last record's quote is never closed (pyarrow reads that silently)."""
-    last = None
-    for row, line, record, lines in _csv_records(path, sep):
-        if record:
-            last = (row, line, lines)
-    if last and _unterminated(last[2], last[1], sep):
-        raise _quote_error(label, last[0], last[1])
-
-
-def _csv_row_numbers(path: Path, sep: str) -> np.ndarray:
-    """Spreadsheet row of every data record when blank lines (skipped by the reader) shift them."""
-    return np.array([row for row, _, record, _ in _csv_records(path, sep) if row > 1 and record], dtype=np.int64)
-
-
 def _read_delimited(path: Path, kind: str, label: str) -> SourceTable:
-    import pyarrow.csv as pacsv
-
     sep = "\t" if kind == "tsv" else ","
     fingerprint, quotes, head = _scan(path)
     _check_encoding(head, label)
-    names = _read_header(path, sep, label)
-    generated = [f"f{i}" for i in range(len(names))]
-    try:
-        # The header is read as data row 0 (then dropped), so pyarrow and Python agree on where records start.
-        table = pacsv.read_csv(
-            str(path),
-            read_options=pacsv.ReadOptions(column_names=generated, block_size=_CSV_BLOCK),
-            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(generated, pa.binary()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, OSError) as err:
-        raise _diagnose_delimited(path, sep, len(names), label, err) from err
-    if quotes % 2:
-        _check_closed_quotes(path, sep, label)
-    table = table.slice(1).rename_columns(names)
-    row_map = lambda: _csv_row_numbers(path, sep) if _has_blank_line(path) else None  # noqa: E731
+    table = read_delimited(path, sep, label, odd_quotes=bool(quotes % 2))
+    row_map = lambda: csv_row_numbers(path, sep) if _has_blank_line(path) else None  # noqa: E731
     return SourceTable(table, label, kind, fingerprint, first_row=HEADER_LINES + 1, row_map=row_map)
 
 
@@ -226,7 +108,7 @@ def _records_table(records: list[dict]) -> tuple[pa.Table, dict[str, int]]:
             columns[name] = pa.array(values, pa.float64())
         elif kinds & {list, dict}:
             nested[name] = next(i for i, v in enumerate(values) if isinstance(v, (list, dict)))
-            try:  # kept as they are for read_table; _text refuses them
+            try:  # kept as they are for read_rows; text_column refuses them
                 columns[name] = pa.array(values)
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.large_string())
@@ -237,15 +119,17 @@ def _records_table(records: list[dict]) -> tuple[pa.Table, dict[str, int]]:
     return table, nested
 
 
-def _read_jsonl_python(path: Path, label: str, fingerprint: str) -> SourceTable:
-    """Line-by-line JSON: exact line numbers for errors, and columns that mix numbers and text."""
+def parse_json_lines(lines: Iterable[bytes] | Iterable[str], label: str) -> tuple[list[dict], list[int]]:
+    """One JSON object per non-blank line: the objects, values as they are, and their line numbers.
+
+    Lines given as bytes are decoded one at a time, so an invalid UTF-8 byte is reported with its line.
+    """
     records, numbers = [], []
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line.decode("utf-8"))
+            record = json.loads(line if isinstance(line, str) else line.decode("utf-8"))
         except UnicodeDecodeError as err:
             raise UserError(f"{label}: line {number} is not valid UTF-8; re-save the file as UTF-8") from err
         except json.JSONDecodeError as err:
@@ -256,6 +140,12 @@ def _read_jsonl_python(path: Path, label: str, fingerprint: str) -> SourceTable:
         numbers.append(number)
     if not records:
         raise UserError(f"{label}: the file is empty; expected one JSON object per line")
+    return records, numbers
+
+
+def _read_jsonl_python(path: Path, label: str, fingerprint: str) -> SourceTable:
+    """Line-by-line JSON: exact line numbers for errors, and columns that mix numbers and text."""
+    records, numbers = parse_json_lines(path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n"), label)
     table, nested = _records_table(records)
     exact = np.array(numbers, dtype=np.int64)
     return SourceTable(table, label, "jsonl", fingerprint, row_word="line", row_map=lambda: exact, nested=nested)

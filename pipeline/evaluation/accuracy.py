@@ -1,6 +1,4 @@
-"""Exact pairwise accuracy of a reward model over every pair, via the `evaluate` library.
-
-    python -m pipeline.evaluation --model DIR --data FILE [--output DIR]
+"""Exact pairwise accuracy of a reward model over every pair, via the `evaluate` library, and the report's numbers.
 
 TRL's logged `eval_accuracy` is a mean of per-batch means (biased when batches are uneven and under DDP), so the
 number we report is computed here: every pair scored once, ties counted as wrong.
@@ -8,56 +6,18 @@ number we report is computed here: every pair scored once, ties counted as wrong
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import evaluate
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.core.errors import UserError
 from pipeline.evaluation.metric_modules import PAIRWISE_ACCURACY
 from pipeline.evaluation.metrics import length_scores, summarize
-from pipeline.model.encoding import encode_preference_pairs
-from pipeline.model.first_token import check, check_rows, first_token_logits
-
-
-@torch.inference_mode()
-def score_ids(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    input_ids: Sequence[list[int]],
-    batch_size: int = 32,
-    progress: bool = False,
-    desc: str = "scoring",
-) -> np.ndarray:
-    """Score encoded sequences in length-sorted batches (little padding); returns float32 scores in input order."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    order = np.argsort([len(x) for x in input_ids], kind="stable")
-    scores = np.empty(len(input_ids), dtype=np.float32)
-    # fp32 DistilBERT: the last layer on the first token only (pipeline.first_token), checked once on a padded batch
-    # made as the batches below are (the data's first batch may need no padding).
-    fp32 = next(model.parameters()).dtype == torch.float32
-    fast = first_token_logits(model) if fp32 and tokenizer.pad_token_id is not None else None
-    if fast is not None:
-        batch = tokenizer.pad({"input_ids": check_rows(int(model.config.vocab_size))}, return_tensors="pt")
-        fast = fast if check(model, fast, batch["input_ids"].to(device), batch["attention_mask"].to(device)) else None
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=desc, disable=not progress, unit="batch"):
-        index = order[start : start + batch_size]
-        batch = tokenizer.pad({"input_ids": [input_ids[i] for i in index]}, return_tensors="pt")
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        logits = fast(ids, mask) if fast is not None else model(input_ids=ids, attention_mask=mask).logits
-        if logits.shape[-1] != 1:
-            raise UserError(f"the model has {logits.shape[-1]} outputs; a reward model has exactly one (num_labels=1)")
-        scores[index] = logits[:, 0].float().cpu().numpy()
-    model.train(was_training)
-    return scores
+from pipeline.model.encoding import EncodedPairs, encode_preference_pairs
+from pipeline.model.scorer import RewardScorer
 
 
 def evaluate_pairs(
@@ -69,11 +29,16 @@ def evaluate_pairs(
     progress: bool = False,
     desc: str = "scoring",
 ) -> dict[str, Any]:
-    """Exact pairwise accuracy of `model` on a frame with columns prompt, chosen, rejected."""
+    """Exact pairwise accuracy of `model` on a frame with columns prompt, chosen, rejected.
+
+    The model is scored in place (its device and dtype) by the one scoring engine, so the accuracy a run reports
+    comes from the same code as the scores a user gets from `pipeline.score`.
+    """
     if pairs.empty:
         raise UserError("no pairs to evaluate")
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
-    scores = score_ids(model, tokenizer, encoded.texts.input_ids, batch_size, progress, desc)
+    scorer = RewardScorer(model, tokenizer, device=None, max_length=max_length, batch_size=batch_size)
+    scores = scorer.score_ids(encoded.texts.input_ids, progress=progress, desc=desc)
     chosen, rejected = scores[encoded.chosen], scores[encoded.rejected]
     metric = evaluate.load(PAIRWISE_ACCURACY)
     result = metric.compute(chosen_scores=chosen.astype(np.float64), rejected_scores=rejected.astype(np.float64))
@@ -114,3 +79,16 @@ def build_report(
         "baselines": baselines,
         "best_trivial_baseline": {"name": best_name, "pairwise_accuracy": trivial[best_name]["pairwise_accuracy"]},
     }
+
+
+def reward_statistics(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: EncodedPairs, limit: int, batch_size: int
+) -> dict[str, float | int]:
+    """Mean and std of the trained model's scores over the training answers, so users can standardise scores."""
+    ids = encoded.texts.input_ids
+    index = np.arange(len(ids))
+    if len(index) > limit:
+        index = np.sort(np.random.default_rng(0).choice(index, size=limit, replace=False))
+    scorer = RewardScorer(model, tokenizer, device=None, batch_size=batch_size)
+    scores = scorer.score_ids([ids[i] for i in index], progress=True, desc="reward statistics")
+    return {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()), "reward_stats_answers": len(index)}

@@ -12,28 +12,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.core.errors import UserError, cli_entry
+from pipeline.core.errors import cli_entry
 from pipeline.evaluation.accuracy import build_report, evaluate_pairs
 from pipeline.evaluation.report import write_report
 from pipeline.model.loading import default_max_length, load_reward_model
 
 
 def load_pairs(data: str) -> pd.DataFrame:
-    """Pairs of a ranked or pairwise file (every pair, no split) or a saved DatasetDict (its test split)."""
-    path = Path(data)
-    if path.is_dir():
-        from datasets import load_from_disk
+    """Pairs of a ranked or pairwise file (every pair, no split) or a saved DatasetDict (its test split, or its only
+    split), read and validated by the data step as for training."""
+    from pipeline.data import read_pairs
 
-        try:
-            loaded = load_from_disk(str(path))
-        except (FileNotFoundError, ValueError) as err:
-            raise UserError(f"{path}: not a dataset saved with save_to_disk ({err})") from err
-        split = loaded["test"] if "test" in loaded else loaded
-        frame = split.to_pandas()
-        return frame[[c for c in ("prompt", "chosen", "rejected", "margin") if c in frame]]
-    from pipeline.data.dataset import read_pairs
-
-    return read_pairs(path)[0]
+    return read_pairs(data, role="test")[0]
 
 
 @cli_entry

@@ -127,15 +127,10 @@ def _read_vocab(vocab_file: Path) -> dict[str, int]:
         return {line.rstrip("\n"): index for index, line in enumerate(handle)}
 
 
-def _convert(source_dir: Path, out_dir: Path, source_version: str) -> None:
-    """Convert the BERT checkpoint in source_dir into a DistilBERT reward model + tokenizer saved in out_dir."""
-    import torch
-    import transformers
-    from safetensors.torch import load_file
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast
-    from transformers.utils import logging as hf_logging
+def _distilbert_config(bert: dict[str, Any], source_version: str):
+    """The DistilBERT config equivalent to the source BERT config, with one output (the reward)."""
+    from transformers import DistilBertConfig
 
-    bert = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
     # DistilBERT hard-codes LayerNorm eps=1e-12, uses exact-erf GELU and learned absolute positions; a source model
     # differing in any of these could not be converted exactly, so refuse rather than silently drift.
     expected = {
@@ -168,9 +163,12 @@ def _convert(source_dir: Path, out_dir: Path, source_version: str) -> None:
         id2label={0: "reward"},
         label2id={"reward": 0},
     )
+    return config
 
-    src = load_file(str(source_dir / "model.safetensors"))
-    state: dict[str, torch.Tensor] = {
+
+def _distilbert_state(src: dict[str, Any], n_layers: int, source_version: str) -> dict[str, Any]:
+    """BERT encoder weights renamed (and token types folded) into DistilBERT's encoder state dict."""
+    state = {
         "embeddings.word_embeddings.weight": src.pop("embeddings.word_embeddings.weight"),
         # BERT adds token_type_embeddings[segment] to every token; DistilBERT has no segments, so fold segment 0
         # into every position row: word + position + type0 is then computed exactly (up to float rounding).
@@ -179,7 +177,7 @@ def _convert(source_dir: Path, out_dir: Path, source_version: str) -> None:
         "embeddings.LayerNorm.weight": src.pop("embeddings.LayerNorm.weight"),
         "embeddings.LayerNorm.bias": src.pop("embeddings.LayerNorm.bias"),
     }
-    for layer in range(config.n_layers):
+    for layer in range(n_layers):
         for bert_name, distil_name in _LAYER_MAP.items():
             for param in ("weight", "bias"):
                 source_key = f"encoder.layer.{layer}.{bert_name}.{param}"
@@ -188,7 +186,20 @@ def _convert(source_dir: Path, out_dir: Path, source_version: str) -> None:
     leftover = sorted(key for key in src if not key.startswith("pooler.") and key != "embeddings.position_ids")
     if leftover:
         raise UserError(f"{SOURCE_PACKAGE} {source_version} has weights the conversion does not know: {leftover[:5]}")
+    return state
 
+
+def _convert(source_dir: Path, out_dir: Path, source_version: str) -> None:
+    """Convert the BERT checkpoint in source_dir into a DistilBERT reward model + tokenizer saved in out_dir."""
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+    from transformers import DistilBertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    bert = json.loads((source_dir / "config.json").read_text(encoding="utf-8"))
+    config = _distilbert_config(bert, source_version)
+    state = _distilbert_state(load_file(str(source_dir / "model.safetensors")), config.n_layers, source_version)
     # fork_rng: building must not change the caller's global torch RNG (it would shift their training seeds).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(HEAD_SEED)
@@ -210,22 +221,26 @@ def _convert(source_dir: Path, out_dir: Path, source_version: str) -> None:
     finally:
         if progress_was_enabled:
             hf_logging.enable_progress_bar()
-
-    # Built from vocab.txt via a token->id dict: in transformers 5 `vocab_file=` is silently ignored and would give
-    # a 5-token vocabulary. Same normalisation as the package's BertTokenizer (uncased, accents stripped).
-    vocab = _read_vocab(source_dir / "vocab.txt")
-    if len(vocab) != config.vocab_size:
-        raise UserError(
-            f"{SOURCE_PACKAGE} {source_version}: vocab.txt has {len(vocab)} tokens, config says {config.vocab_size}"
-        )
-    tokenizer = DistilBertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=512)
-    tokenizer.save_pretrained(str(out_dir))
-
+    _save_tokenizer(source_dir, out_dir, config.vocab_size, source_version)
     marker = _expected_marker(source_version)
     marker.update(transformers_version=transformers.__version__, torch_version=torch.__version__)
     # Written last: its presence is what makes a directory count as a finished build.
     (out_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     _normalize_permissions(out_dir)
+
+
+def _save_tokenizer(source_dir: Path, out_dir: Path, vocab_size: int, source_version: str) -> None:
+    from transformers import DistilBertTokenizerFast
+
+    # Built from vocab.txt via a token->id dict: in transformers 5 `vocab_file=` is silently ignored and would give
+    # a 5-token vocabulary. Same normalisation as the package's BertTokenizer (uncased, accents stripped).
+    vocab = _read_vocab(source_dir / "vocab.txt")
+    if len(vocab) != vocab_size:
+        raise UserError(
+            f"{SOURCE_PACKAGE} {source_version}: vocab.txt has {len(vocab)} tokens, config says {vocab_size}"
+        )
+    tokenizer = DistilBertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=512)
+    tokenizer.save_pretrained(str(out_dir))
 
 
 def _normalize_permissions(directory: Path) -> None:

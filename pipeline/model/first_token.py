@@ -1,8 +1,8 @@
 """A DistilBERT reward model's logits with its last layer computed for the first token only: same scores, fewer FLOPs.
 
 The classification head reads only the first token's final hidden state. The last layer still needs every token's
-key and value, but its query, attention output, feed-forward and layer norms matter for the first token alone: in a
-6-layer model that skips ~14% of a forward pass's FLOPs (see bench/RESULTS.md, "Scoring speed"). The model's own
+key and value, but its query, attention output, feed-forward and layer norms matter for the first token alone, so
+part of the last layer's work is skipped (measured in bench/RESULTS.md, "Scoring speed"). The model's own
 modules do all the work; only the order of the calls is restated here, so `first_token_logits` returns None (use
 the model's forward) for anything else than DistilBertForSequenceClassification under SDPA or eager attention, and
 `check` compares both ways once on the model itself, so a future transformers release that changes the block cannot
@@ -86,8 +86,8 @@ def _first_token_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, m
     else:
         attend = module.ALL_ATTENTION_FUNCTIONS[implementation]
     # Under fp16/bf16 autocast, the rest runs in the weights' precision (fp32): it is one token per sequence, so it
-    # costs next to nothing on any device, and its rounding would land directly on the score (bf16 on CPU, 807 HH
-    # pairs: decisions agreeing with fp32 went from 98.6% to 99.3% with a random head, 99.6% to 100% trained).
+    # costs next to nothing on any device, and its rounding would land directly on the score (it keeps more pairwise
+    # decisions equal to fp32's: bench/RESULTS.md, "Scoring speed").
     dtype = attention.q_lin.weight.dtype
     with torch.autocast(hidden.device.type, enabled=False):
         first = hidden[:, :1].to(dtype)

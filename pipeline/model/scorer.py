@@ -86,10 +86,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto`: fp16 autocast on a CUDA GPU (as fast as bf16 there, and 8x finer rounding: it keeps >99% of pairwise
-    decisions, bf16 did not; see bench/RESULTS.md); bf16 on a CPU with bf16 hardware (1.5-1.6x fp32 there, >99% of
-    decisions kept with the scorer's fp32 last layer and head); fp32 on other CPUs (bf16 and fp16 are emulated
-    there and slower than fp32)."""
+    """`auto`: fp16 autocast on a CUDA GPU (as fast as bf16 there, with 8x finer rounding, so it keeps more pairwise
+    decisions); bf16 on a CPU with bf16 hardware (faster than fp32 there, and the scorer's fp32 last layer and head
+    keep its decisions); fp32 on other CPUs (bf16 and fp16 are emulated there and slower than fp32). Measurements:
+    bench/RESULTS.md, "Scoring speed"."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     if precision == "auto":
@@ -107,14 +107,16 @@ class RewardScorer:
         scorer = RewardScorer.from_pretrained("reward_model")  # fp32: the Quick Start's scores
         scores = scorer.score(["How do I boil an egg?"] * 2, ["9 minutes in boiling water.", "Fry it."])
 
-    `precision`: "fp32" (exact); "fp16" or "bf16" (autocast: faster on GPUs and on CPUs with such hardware; scores
-    differ from fp32 by ~1e-4 (fp16) or ~1e-3 (bf16); a batch that overflows fp16 is redone in fp32; with the
-    first-token path, the last layer's first token and the head stay fp32); "auto" (fp16 on a CUDA GPU, bf16 on a
-    CPU with bf16 hardware, else fp32).
+    `precision`: "fp32" (exact); "fp16" or "bf16" (autocast: faster on GPUs and on CPUs with such hardware, scores
+    differ from fp32 by rounding; a batch that overflows fp16 is redone in fp32; with the first-token path, the last
+    layer's first token and the head stay fp32); "auto" (fp16 on a CUDA GPU, bf16 on a CPU with bf16 hardware,
+    else fp32).
     `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
-    weights). Scores come back in input order.
+    weights). None: score the model in place, on its device and in its dtype, without copying or casting it (how
+    training and evaluation score the model they hold; `precision` must then be "fp32", i.e. no autocast).
+    Scores come back in input order.
     `first_token_only`: for DistilBERT, run the last layer for the first token only (the head reads nothing else;
-    same scores, ~14% fewer FLOPs; checked once against the model's forward). False: the model's own forward.
+    same scores, fewer FLOPs; checked once against the model's forward). False: the model's own forward.
     """
 
     def __init__(
@@ -123,16 +125,22 @@ class RewardScorer:
         tokenizer: PreTrainedTokenizerBase,
         *,
         precision: str = "fp32",
-        device: str | torch.device = "auto",
+        device: str | torch.device | None = "auto",
         max_length: int | None = None,
         max_tokens: int | None = None,
         batch_size: int | None = None,
         first_token_only: bool = True,
     ) -> None:
-        self.device = resolve_device(device)
+        in_place = device is None
+        weights = next(model.parameters())
+        self.device = weights.device if in_place else resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        if in_place and self.precision != "fp32":
+            raise ValueError("a model scored in place (device=None) keeps its dtype: use precision='fp32'")
         self.tokenizer = tokenizer
-        self.model = model.to(device=self.device, dtype=torch.float32).eval()
+        self.model = (model if in_place else model.to(device=self.device, dtype=torch.float32)).eval()
+        # The first-token check compares at fp32 tolerance; a low-precision model keeps its own forward.
+        first_token_only = first_token_only and (not in_place or weights.dtype == torch.float32)
         from pipeline.model.loading import default_max_length
 
         self.max_length = int(max_length or default_max_length(model, tokenizer))
@@ -144,15 +152,18 @@ class RewardScorer:
         if self.max_tokens < 1 or self.batch_size < 1:
             raise UserError("max_tokens and batch_size must be at least 1")
         self.pad_id = tokenizer.pad_token_id
-        module = sys.modules.get(type(self.model.base_model).__module__)
-        self._mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa" and hasattr(
+        module = sys.modules.get(type(getattr(self.model, "base_model", self.model)).__module__)
+        self._mask_4d = getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa" and hasattr(
             module, "create_bidirectional_mask"
         )
+        from transformers import PreTrainedModel
+
+        self._mask_optional = isinstance(self.model, PreTrainedModel)  # any other module always gets its mask
         if self.pad_id is None:  # no padding token: one sequence per forward pass (still exact)
             self.batch_size = 1
         from pipeline.model.first_token import check, check_rows, first_token_logits
 
-        # The last layer for the first token only (the head reads nothing else): same scores, ~14% fewer FLOPs.
+        # The last layer for the first token only (the head reads nothing else): same scores, fewer FLOPs.
         fast = first_token_logits(self.model) if first_token_only else None
         if fast is not None:  # checked once against the model's forward, on a padded batch made as for scoring
             rows = check_rows(int(self.model.config.vocab_size))
@@ -245,10 +256,10 @@ class RewardScorer:
     def __call__(self, prompt: str, response: str) -> float:
         return float(self.score([prompt], [response])[0])
 
-    def score_ids(self, input_ids: Sequence[list[int]], progress: bool = False) -> np.ndarray:
+    def score_ids(self, input_ids: Sequence[list[int]], progress: bool = False, desc: str = "scoring") -> np.ndarray:
         """Scores of already encoded sequences, in input order."""
         scores = np.empty(len(input_ids), dtype=np.float64)
-        bar = tqdm(total=len(input_ids), desc="scoring", unit="seq", disable=not progress)
+        bar = tqdm(total=len(input_ids), desc=desc, unit="seq", disable=not progress)
         self._collect(self._launch(input_ids, 0, bar), scores, bar)
         bar.close()
         return scores
@@ -273,7 +284,7 @@ class RewardScorer:
         # transformers reads a 2D mask back (`mask.all()`) to decide whether SDPA may skip it: on a GPU that waits
         # for every batch queued before. Known here instead: no padding, no mask; else the 4D key-padding mask that
         # its SDPA path builds, which models using create_bidirectional_mask take as it is.
-        if lengths[-1] == lengths[0]:
+        if lengths[-1] == lengths[0] and self._mask_optional:
             return ids, None
         return ids, mask[:, None, None, :].bool() if self._mask_4d else mask
 

@@ -92,14 +92,44 @@ def write_model_card(
     from pipeline.evaluation.report import report_markdown
 
     base_description, base_id = describe_base(base_model)
+    low, high = metrics["ci95"]
+    rows = [
+        ("pairwise accuracy", f"{metrics['pairwise_accuracy']:.4f} (95% CI {low:.3f}–{high:.3f})"),
+        ("held-out pairs", str(metrics["num_pairs"])),
+        ("correct", str(metrics["num_correct"])),
+        ("ties (counted wrong)", str(metrics["num_ties"])),
+        ("truncated pairs", str(metrics.get("truncated_pairs", 0))),
+    ]
+    text = _TEMPLATE.format(
+        card_data=_card_data(base_id, metrics, data_report, hub_model_id).to_yaml(),
+        title=hub_model_id.split("/")[-1] if hub_model_id else "Reward model",
+        base_description=base_description,
+        metrics_table="\n".join(f"| {k} | {v} |" for k, v in rows),
+        evaluation_table="\n".join(report_markdown(evaluation).splitlines()[4:-3]) + "\n",
+        reward_mean=metrics["reward_mean"],
+        reward_std=metrics["reward_std"],
+        data_description=_data_description(data_report),
+        load_path=hub_model_id or "./reward_model",
+        max_length=max_length,
+        truncation_side=truncation_side,
+        recipe=yaml.safe_dump(recipe, sort_keys=False).strip(),
+    )
+    path = Path(output_dir) / "README.md"
+    ModelCard(text).save(path)
+    return path
+
+
+def _card_data(
+    base_id: str | None, metrics: dict[str, Any], data_report: dict[str, Any], hub_model_id: str | None
+) -> ModelCardData:
+    """The card's YAML header: Hub metadata and the held-out accuracy as a model-index result."""
     data_name = Path(str(data_report.get("source", "data"))).name
-    model_name = hub_model_id.split("/")[-1] if hub_model_id else "reward-model"
-    card_data = ModelCardData(
+    return ModelCardData(
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=["reward-model", "trl", "q2-reward", "distilbert"],
         base_model=base_id,
-        model_name=model_name,
+        model_name=hub_model_id.split("/")[-1] if hub_model_id else "reward-model",
         eval_results=[
             EvalResult(
                 task_type="text-classification",
@@ -113,17 +143,12 @@ def write_model_card(
             )
         ],
     )
-    low, high = metrics["ci95"]
-    rows = [
-        ("pairwise accuracy", f"{metrics['pairwise_accuracy']:.4f} (95% CI {low:.3f}–{high:.3f})"),
-        ("held-out pairs", str(metrics["num_pairs"])),
-        ("correct", str(metrics["num_correct"])),
-        ("ties (counted wrong)", str(metrics["num_ties"])),
-        ("truncated pairs", str(metrics.get("truncated_pairs", 0))),
-    ]
+
+
+def _data_description(data_report: dict[str, Any]) -> str:
     splits = data_report.get("splits", {})
     dropped = data_report.get("dropped_by_reason") or {}
-    data_description = "\n".join(
+    return "\n".join(
         [
             f"- Source file: `{Path(str(data_report.get('source', ''))).name}`",
             f"- Rows read {data_report.get('rows_read')}, kept {data_report.get('rows_kept')}, dropped "
@@ -134,20 +159,3 @@ def write_model_card(
             *(f"- {name}: {s['prompts']} prompts, {s['pairs']} pairs" for name, s in splits.items()),
         ]
     )
-    text = _TEMPLATE.format(
-        card_data=card_data.to_yaml(),
-        title=hub_model_id.split("/")[-1] if hub_model_id else "Reward model",
-        base_description=base_description,
-        metrics_table="\n".join(f"| {k} | {v} |" for k, v in rows),
-        evaluation_table="\n".join(report_markdown(evaluation).splitlines()[4:-3]) + "\n",
-        reward_mean=metrics["reward_mean"],
-        reward_std=metrics["reward_std"],
-        data_description=data_description,
-        load_path=hub_model_id or "./reward_model",
-        max_length=max_length,
-        truncation_side=truncation_side,
-        recipe=yaml.safe_dump(recipe, sort_keys=False).strip(),
-    )
-    path = Path(output_dir) / "README.md"
-    ModelCard(text).save(path)
-    return path

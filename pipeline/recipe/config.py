@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from trl import ModelConfig, RewardConfig, TrlParser
@@ -13,87 +14,60 @@ from trl import ModelConfig, RewardConfig, TrlParser
 from pipeline.core.errors import UserError, one_line
 
 
+def key(default: Any, help: str) -> Any:
+    """A recipe key: its default and the help text `--help` shows."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ScriptArguments:
     """Pipeline-specific recipe keys (data and evaluation)."""
 
-    dataset_path: str = field(
-        default="data/answers.csv",
-        metadata={"help": "Ranked input file with columns prompt, answer, rank (rank 1 = best)."},
+    dataset_path: str = key("data/answers.csv", "Ranked input file with columns prompt, answer, rank (rank 1 = best).")
+    test_size: float = key(0.2, "Fraction of prompts held out for evaluation (the split is by prompt).")
+    split_seed: int = key(42, "Seed of the prompt-level train/test split.")
+    drop_empty_answers: bool = key(True, "Drop (and count) rows whose answer is empty; when false they are an error.")
+    objective: str = key(
+        "pairwise",
+        "'pairwise': TRL's loss on every (chosen, rejected) pair. 'ranking': batches of whole prompts, "
+        "each answer encoded once, loss averaged over the prompt's ordered pairs (same loss when K = 2).",
     )
-    test_size: float = field(
-        default=0.2,
-        metadata={"help": "Fraction of prompts held out for evaluation (the split is by prompt)."},
+    use_margin: bool = key(
+        False, "Subtract the rank gap (margin) inside the pairwise loss, as in Llama 2's reward model."
     )
-    split_seed: int = field(default=42, metadata={"help": "Seed of the prompt-level train/test split."})
-    drop_empty_answers: bool = field(
-        default=True,
-        metadata={"help": "Drop (and count) rows whose answer is empty; when false they are an error."},
+    truncation_side: str = key(
+        "left",
+        "Side tokens are cut from when prompt+answer exceed max_length ('left' keeps the end of the "
+        "prompt, next to the answer). Saved with the tokenizer so the Quick Start call encodes identically.",
     )
-    objective: str = field(
-        default="pairwise",
-        metadata={
-            "help": "'pairwise': TRL's loss on every (chosen, rejected) pair. 'ranking': batches of whole prompts, "
-            "each answer encoded once, loss averaged over the prompt's ordered pairs (same loss when K = 2)."
-        },
+    eval_batch_size: int = key(32, "Batch size of the exact held-out evaluation.")
+    test_path: str | None = key(
+        None,
+        "Optional separate test set (file, save_to_disk directory or Hub id). It replaces the prompt-level "
+        "split: all of dataset_path trains (minus prompts also in the test set), all of test_path is held out.",
     )
-    use_margin: bool = field(
-        default=False,
-        metadata={"help": "Subtract the rank gap (margin) inside the pairwise loss, as in Llama 2's reward model."},
+    input_shape: str = key(
+        "auto",
+        "'ranked' (prompt, answer, rank or score), 'pairwise' (prompt, chosen, rejected[, margin]) or "
+        "'auto' (pairwise when the input has chosen/rejected columns and no answer column).",
     )
-    truncation_side: str = field(
-        default="left",
-        metadata={
-            "help": "Side tokens are cut from when prompt+answer exceed max_length ('left' keeps the end of the "
-            "prompt, next to the answer). Saved with the tokenizer so the Quick Start call encodes identically."
-        },
+    prompt_column: str = key("prompt", "Input column holding the prompt.")
+    answer_column: str = key("answer", "Ranked input: column holding the answer.")
+    rank_column: str = key("rank", "Ranked input: column holding the rank (1 = best); '' to ignore it.")
+    score_column: str = key(
+        "score", "Ranked input: column of a score (higher = better), used instead of rank; '' to ignore."
     )
-    eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the exact held-out evaluation."})
-    test_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Optional separate test set (file, save_to_disk directory or Hub id). It replaces the prompt-level "
-            "split: all of dataset_path trains (minus prompts also in the test set), all of test_path is held out."
-        },
+    chosen_column: str = key("chosen", "Pairwise input: column of the preferred answer.")
+    rejected_column: str = key("rejected", "Pairwise input: column of the other answer.")
+    margin_column: str = key("margin", "Pairwise input: optional margin column (absent = 1.0 for every pair).")
+    dataset_push_to_hub: bool = key(False, "Push the processed DatasetDict to the Hub as dataset_hub_id.")
+    dataset_hub_id: str | None = key(None, "Hub dataset repo for dataset_push_to_hub, e.g. your-name/preference-pairs.")
+    min_accuracy: float = key(
+        0.0, "Quality gate: lowest held-out accuracy allowed to push or replace an existing model."
     )
-    input_shape: str = field(
-        default="auto",
-        metadata={
-            "help": "'ranked' (prompt, answer, rank or score), 'pairwise' (prompt, chosen, rejected[, margin]) or "
-            "'auto' (pairwise when the input has chosen/rejected columns and no answer column)."
-        },
-    )
-    prompt_column: str = field(default="prompt", metadata={"help": "Input column holding the prompt."})
-    answer_column: str = field(default="answer", metadata={"help": "Ranked input: column holding the answer."})
-    rank_column: str = field(
-        default="rank", metadata={"help": "Ranked input: column holding the rank (1 = best); '' to ignore it."}
-    )
-    score_column: str = field(
-        default="score",
-        metadata={"help": "Ranked input: column of a score (higher = better), used instead of rank; '' to ignore."},
-    )
-    chosen_column: str = field(default="chosen", metadata={"help": "Pairwise input: column of the preferred answer."})
-    rejected_column: str = field(default="rejected", metadata={"help": "Pairwise input: column of the other answer."})
-    margin_column: str = field(
-        default="margin", metadata={"help": "Pairwise input: optional margin column (absent = 1.0 for every pair)."}
-    )
-    dataset_push_to_hub: bool = field(
-        default=False, metadata={"help": "Push the processed DatasetDict to the Hub as dataset_hub_id."}
-    )
-    dataset_hub_id: str | None = field(
-        default=None, metadata={"help": "Hub dataset repo for dataset_push_to_hub, e.g. your-name/preference-pairs."}
-    )
-    min_accuracy: float = field(
-        default=0.0,
-        metadata={"help": "Quality gate: lowest held-out accuracy allowed to push or replace an existing model."},
-    )
-    force_push: bool = field(
-        default=False,
-        metadata={"help": "Push / replace an existing model even when the quality gate fails."},
-    )
-    reward_stats_max_answers: int = field(
-        default=20000,
-        metadata={"help": "Training answers scored (a seeded sample if more) for the stored reward mean/std."},
+    force_push: bool = key(False, "Push / replace an existing model even when the quality gate fails.")
+    reward_stats_max_answers: int = key(
+        20000, "Training answers scored (a seeded sample if more) for the stored reward mean/std."
     )
 
 
@@ -101,60 +75,38 @@ class ScriptArguments:
 class PipelineRewardConfig(RewardConfig):
     """RewardConfig with defaults that run unchanged on CPU and GPU.
 
-    TRL defaults bf16=True (an error on CPU-only machines) and activation checkpointing on (20% slower, pointless
-    for a 66M-parameter model); we pick bf16 only where the device supports it and keep checkpointing off.
+    TRL defaults bf16=True (an error on CPU-only machines) and activation checkpointing on (slower, and pointless
+    for a model this small); we pick bf16 only where the device supports it and keep checkpointing off.
     """
 
-    output_dir: str | None = field(
-        default="reward_model", metadata={"help": "Where the trained model, tokenizer and model card are saved."}
+    output_dir: str | None = key("reward_model", "Where the trained model, tokenizer and model card are saved.")
+    bf16: bool | None = key(None, "bf16 mixed precision. Unset = on when a bf16-capable GPU is present, off otherwise.")
+    activation_checkpointing: bool | None = key(None, "Recompute activations in backward (saves memory, slower).")
+    gradient_checkpointing: bool | None = key(None, "Deprecated alias of activation_checkpointing.")
+    max_length: int | None = key(512, "Maximum tokens of [CLS] prompt [SEP] answer [SEP]; longer pairs are cut.")
+    learning_rate: float = key(5e-5, "The initial learning rate for AdamW.")
+    save_strategy: str = key(
+        "steps",
+        "Checkpoint schedule ('steps', 'epoch', 'no'). Checkpoints go to .<output_dir>.checkpoints/; "
+        "rerunning the same command after a crash resumes from the last complete one.",
     )
-    bf16: bool | None = field(
-        default=None,
-        metadata={"help": "bf16 mixed precision. Unset = on when a bf16-capable GPU is present, off otherwise."},
+    save_steps: float = key(200, "Save a checkpoint every N optimizer steps.")
+    save_total_limit: int | None = key(2, "Checkpoints kept (the newest ones); the folder is removed after success.")
+    train_sampling_strategy: str = key(
+        "group_by_length",
+        "'group_by_length' (default): batches of similar-length examples, less padding (faster; "
+        "bench/RESULTS.md, 'Training speed'); 'random': TRL's default.",
     )
-    activation_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Recompute activations in backward (saves memory, ~20% slower)."}
+    length_chunked_forward: bool = key(
+        True, "On CPU with one process, run each batch as near-equal-length pieces (less padding, same loss)."
     )
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    ddp_find_unused_parameters: bool | None = key(
+        False, "DDP: look for parameters without gradients each step (none in these models; slower)."
     )
-    max_length: int | None = field(
-        default=512, metadata={"help": "Maximum tokens of [CLS] prompt [SEP] answer [SEP]; longer pairs are cut."}
+    overwrite_output_dir: bool = key(
+        False, "Replace a model already saved in output_dir (otherwise the run stops before training)."
     )
-    learning_rate: float = field(default=5e-5, metadata={"help": "The initial learning rate for AdamW."})
-    save_strategy: str = field(
-        default="steps",
-        metadata={
-            "help": "Checkpoint schedule ('steps', 'epoch', 'no'). Checkpoints go to .<output_dir>.checkpoints/; "
-            "rerunning the same command after a crash resumes from the last complete one."
-        },
-    )
-    save_steps: float = field(default=200, metadata={"help": "Save a checkpoint every N optimizer steps."})
-    save_total_limit: int | None = field(
-        default=2, metadata={"help": "Checkpoints kept (the newest ones); the folder is removed after success."}
-    )
-    train_sampling_strategy: str = field(
-        default="group_by_length",
-        metadata={
-            "help": "'group_by_length' (default): batches of similar-length examples, less padding (measured 1.28x "
-            "faster on CPU, bench/RESULTS.md); 'random': TRL's default."
-        },
-    )
-    length_chunked_forward: bool = field(
-        default=True,
-        metadata={
-            "help": "On CPU with one process, run each batch as near-equal-length pieces (less padding, same loss)."
-        },
-    )
-    ddp_find_unused_parameters: bool | None = field(
-        default=False,
-        metadata={"help": "DDP: look for parameters without gradients each step (none in these models; slower)."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Replace a model already saved in output_dir (otherwise the run stops before training)."},
-    )
-    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    logging_steps: float = key(10, "Log every N optimizer steps.")
 
     def __post_init__(self) -> None:
         if self.bf16 is None:
@@ -175,13 +127,19 @@ class PipelineRewardConfig(RewardConfig):
 RECIPE_DATACLASSES = (ScriptArguments, PipelineRewardConfig, ModelConfig)
 
 
+class Recipe(NamedTuple):
+    """A parsed, validated recipe; unpacks as (script, training, model)."""
+
+    script: ScriptArguments
+    training: PipelineRewardConfig
+    model: ModelConfig
+
+
 def make_parser() -> TrlParser:
     return TrlParser(RECIPE_DATACLASSES)
 
 
-def parse_recipe(
-    argv: Sequence[str] | None = None,
-) -> tuple[ScriptArguments, PipelineRewardConfig, ModelConfig]:
+def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse `--config RECIPE` plus CLI overrides; unknown keys and bad values become one-line UserErrors."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
@@ -208,7 +166,7 @@ def parse_recipe(
             raise UserError(f"recipe {recipe} is not valid YAML: {one_line(err)}") from err
         raise
     validate(script_args, training_args, model_args, recipe)
-    return script_args, training_args, model_args
+    return Recipe(script_args, training_args, model_args)
 
 
 def validate(

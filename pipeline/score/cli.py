@@ -6,7 +6,6 @@ python -m pipeline.score --model DIR --input FILE --output FILE [--rank] [--stan
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ import pandas as pd
 import torch
 
 from pipeline.core.errors import UserError, cli_entry
+from pipeline.core.files import atomic_file
 from pipeline.model.scorer import PRECISIONS, RewardScorer
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
@@ -31,50 +31,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    """JSON Lines with every value kept as it is (numbers, lists, objects), so they are written back unchanged."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8-sig").split("\n")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: line {number} is not valid JSON ({err.msg}); one JSON object per line") from err
-        if not isinstance(record, dict):
-            raise UserError(f"{path}: line {number} is a JSON {type(record).__name__}, not an object")
-        records.append(record)
-    if not records:
-        raise UserError(f"{path}: the file is empty; expected one JSON object per line")
-    return pd.DataFrame.from_records(records)
+def _input_columns(frame: pd.DataFrame, args: argparse.Namespace, source: Path) -> tuple[str, str]:
+    """The prompt and response columns, found by the data step's column finder; a missing one is a one-line error."""
+    from pipeline.data import find_column
 
-
-def read_input(path: Path) -> pd.DataFrame:
-    """Rows of a CSV/TSV (every value as text, as written), JSONL/JSON Lines (values as they are) or Parquet file."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: the file is empty")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return _read_jsonl(path)
-    from pipeline.data.dataset import read_table
-
-    return read_table(path)
-
-
-def _find_column(frame: pd.DataFrame, wanted: Sequence[str]) -> str | None:
-    for name in wanted:
-        if name in frame.columns:
-            return name
-    for name in wanted:  # a spreadsheet's "Prompt" or " response " still counts
-        hits = [c for c in frame.columns if str(c).strip().casefold() == name.strip().casefold()]
-        if hits:
-            return hits[0]
-    return None
+    names = [str(c) for c in frame.columns]
+    responses = [args.response_column] if args.response_column else ["response", "answer"]
+    prompt, response = find_column(names, args.prompt_column), find_column(names, *responses)
+    missing = [
+        name
+        for name, found in ((args.prompt_column, prompt), (args.response_column or "response (or answer)", response))
+        if found is None
+    ]
+    if missing:
+        found = ", ".join(map(repr, names))
+        raise UserError(
+            f"{source}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file or "
+            "pass --prompt_column / --response_column"
+        )
+    return frame.columns[prompt], frame.columns[response]
 
 
 def _texts(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
@@ -96,17 +71,12 @@ def per_prompt_rank(prompts: Sequence[str], scores: np.ndarray) -> np.ndarray:
 
 
 def write_output(frame: pd.DataFrame, path: Path, kind: str) -> None:
-    """Write next to the target and rename, so a failed run leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """Written whole or not at all: a failed run leaves no half-written file."""
+    with atomic_file(path) as staging:
         if kind == "jsonl":
             frame.to_json(staging, orient="records", lines=True, force_ascii=False)
         else:
             frame.to_csv(staging, index=False, sep="\t" if kind == "tsv" else ",")
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
 
 
 @cli_entry
@@ -137,25 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     kind = OUTPUT_FORMATS.get(target.suffix.lower())
     if kind is None:
         raise UserError(f"--output {target}: unknown format {target.suffix!r}; use .csv, .tsv or .jsonl")
-    frame = read_input(source)
+    from pipeline.data import read_rows
+
+    frame = read_rows(source)
     if frame.empty:
         raise UserError(f"{source}: no rows to score (only a header)")
-    prompt_col = _find_column(frame, [args.prompt_column])
-    response_col = _find_column(frame, [args.response_column] if args.response_column else ["response", "answer"])
-    missing = [
-        name
-        for name, found in (
-            (args.prompt_column, prompt_col),
-            (args.response_column or "response (or answer)", response_col),
-        )
-        if found is None
-    ]
-    if missing:
-        found = ", ".join(map(repr, map(str, frame.columns)))
-        raise UserError(
-            f"{source}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file or "
-            "pass --prompt_column / --response_column"
-        )
+    prompt_col, response_col = _input_columns(frame, args, source)
     new_columns = [args.score_column] + ([f"{args.score_column}_rank"] if args.rank else [])
     clash = [c for c in new_columns if c in frame.columns]
     if clash:

@@ -4,12 +4,17 @@ encoding, checkpoints that a rerun resumes from, and what changes under several 
 May import `pipeline.core`, `pipeline.recipe`, `pipeline.data` and `pipeline.model`.
 """
 
-from pipeline.training.trainers import (
-    GroupCollator,
-    PairwiseRewardTrainer,
-    RankingRewardTrainer,
-    pairwise_dataset,
-    ranking_dataset,
-)
+from pipeline.training.examples import GroupCollator, pairwise_dataset, ranking_dataset
+from pipeline.training.loss import group_ranking_loss
+from pipeline.training.objectives import PairwiseRewardTrainer, RankingRewardTrainer
+from pipeline.training.trainer import QRewardTrainer
 
-__all__ = ["GroupCollator", "PairwiseRewardTrainer", "RankingRewardTrainer", "pairwise_dataset", "ranking_dataset"]
+__all__ = [
+    "GroupCollator",
+    "PairwiseRewardTrainer",
+    "QRewardTrainer",
+    "RankingRewardTrainer",
+    "group_ranking_loss",
+    "pairwise_dataset",
+    "ranking_dataset",
+]

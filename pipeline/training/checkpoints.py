@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import UserError
+from pipeline.core.files import atomic_file
 
 COMPLETE = "q2_checkpoint_complete"
 RUN_FILE = "run.json"
@@ -100,10 +101,8 @@ def _difference(saved: dict[str, Any] | None, current: dict[str, Any]) -> str:
 
 
 def write_run_file(directory: Path, identity: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
-    tmp.replace(directory / RUN_FILE)
+    with atomic_file(directory / RUN_FILE) as staging:
+        staging.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
 
 
 def delete_old_checkpoints(run_dir: Path, keep: int | None, step: int) -> None:

@@ -135,8 +135,14 @@ def test_absent_empty_own_and_placeholder_targets_may_be_replaced(tmp_path: Path
     for name in (*OWN, "model.safetensors"):
         (ours / name).write_text("{}")
     assert check_replaceable(ours, OWN, "output_dir") is True  # the caller asks for overwrite_output_dir
-    shipped = REPO / "reward_model"
-    assert check_replaceable(shipped, OWN, "output_dir") is False  # the repository's placeholder README only
+    # The placeholder README the repository ships (as committed: a trained model may have replaced the folder).
+    committed = subprocess.run(["git", "show", "HEAD:reward_model/README.md"], cwd=REPO, capture_output=True)
+    if committed.returncode != 0:
+        pytest.skip("not a git checkout")
+    shipped = tmp_path / "reward_model"
+    shipped.mkdir()
+    (shipped / "README.md").write_bytes(committed.stdout)
+    assert check_replaceable(shipped, OWN, "output_dir") is False
 
 
 @pytest.mark.parametrize("content", [["notes.txt"], ["config.json"], ["README.md"]])

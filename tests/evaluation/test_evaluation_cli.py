@@ -66,13 +66,15 @@ def test_model_without_tokenizer_is_refused(tmp_path: Path, tiny_model_dir: Path
 
 
 def test_evaluation_scores_equal_the_model_forward_one_sequence_at_a_time(tiny_model_dir: Path, monkeypatch) -> None:
-    # Evaluation scores with the first-token last layer (fp32 DistilBERT); a bf16 model keeps its own forward.
+    # Evaluation scores the model it holds in place through the scoring engine, with the first-token last layer (fp32
+    # DistilBERT); a bf16 model keeps its own forward and its dtype.
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import pipeline.evaluation as evaluation
+    from pipeline.model import first_token
     from pipeline.model.first_token import check
+    from pipeline.model.scorer import RewardScorer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
@@ -87,8 +89,13 @@ def test_evaluation_scores_equal_the_model_forward_one_sequence_at_a_time(tiny_m
         checked.append(check(model, logits, input_ids, attention_mask))
         return checked[-1]
 
-    monkeypatch.setattr(evaluation, "check", recording_check)
-    np.testing.assert_allclose(evaluation.score_ids(model, tokenizer, ids, batch_size=2), expected, atol=1e-5)
+    def in_place(model):
+        return RewardScorer(model, tokenizer, device=None, batch_size=2)
+
+    monkeypatch.setattr(first_token, "check", recording_check)
+    np.testing.assert_allclose(in_place(model).score_ids(ids), expected, atol=1e-5)
     assert checked == [True]  # the fast path was taken, checked once, and passed
-    half = evaluation.score_ids(model.to(torch.bfloat16), tokenizer, ids, batch_size=2)
+    half_model = model.to(torch.bfloat16)
+    half = in_place(half_model).score_ids(ids)
     assert checked == [True] and np.abs(half - np.asarray(expected)).max() < 0.1
+    assert next(half_model.parameters()).dtype == torch.bfloat16  # scored in place: not cast

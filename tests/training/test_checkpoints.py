@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from pipeline.core.errors import UserError
 from pipeline.training.checkpoints import (
     COMPLETE,
+    RUN_FILE,
     complete_checkpoints,
     delete_old_checkpoints,
     resume_point,
@@ -71,3 +73,11 @@ def test_old_and_torn_checkpoints_are_deleted_only_after_the_new_one_is_complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-12", "checkpoint-16"]
     delete_old_checkpoints(tmp_path, keep=None, step=20)  # no limit: only torn ones go
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-12"]
+
+
+def test_run_file_is_replaced_whole_and_leaves_no_staging_file(tmp_path: Path) -> None:
+    directory = tmp_path / ".reward_model.checkpoints"  # created on first write
+    write_run_file(directory, run_identity({"seed": 1}, "d"))
+    write_run_file(directory, run_identity({"seed": 2}, "d"))
+    assert json.loads((directory / RUN_FILE).read_text()) == run_identity({"seed": 2}, "d")
+    assert [p.name for p in directory.iterdir()] == [RUN_FILE]

@@ -169,10 +169,11 @@ def test_full_disk_is_one_line_before_training(tiny_model_dir: Path, tmp_path: P
     import shutil
 
     from pipeline import train as train_module
+    from pipeline.training import run as run_module
 
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(train_module.shutil, "disk_usage", lambda _: usage._replace(free=10 << 20))
-    monkeypatch.setattr(train_module.PairwiseRewardTrainer, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(run_module.shutil, "disk_usage", lambda _: usage._replace(free=10 << 20))
+    monkeypatch.setattr(run_module.PairwiseRewardTrainer, "train", lambda *a, **k: pytest.fail("trained"))
     recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, tmp_path / "reward_model", **RUN)
     with pytest.raises(SystemExit) as exit_info:
         train_module.main(["--config", str(recipe)])

@@ -1,4 +1,5 @@
-"""Ranking objective: equals TRL's pairwise loss at K=2, hand-checked at K=3, ties form no pair; it trains."""
+"""Ranking objective: equals TRL's pairwise loss at K=2, hand-checked at K=3, ties form no pair; it trains. The
+length-chunked CPU forward gives the same rewards and gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.model.encoding import encode_preference_pairs
-from pipeline.training.trainers import GroupCollator, group_ranking_loss, group_ranks, ranking_dataset
+from pipeline.training.examples import GroupCollator, group_ranks, ranking_dataset
+from pipeline.training.loss import group_ranking_loss
 
 
 def trl_pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
@@ -91,7 +93,7 @@ def test_ranking_trainer_trains(tiny_model_dir, tmp_path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from pipeline.recipe.config import PipelineRewardConfig
-    from pipeline.training.trainers import RankingRewardTrainer
+    from pipeline.training.objectives import RankingRewardTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     pairs = pd.DataFrame(
@@ -117,7 +119,7 @@ def test_ranking_trainer_trains(tiny_model_dir, tmp_path) -> None:
 def test_length_chunked_forward_gives_the_same_rewards_and_gradients(tiny_model_dir) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.model.batching import LengthChunkedForward
+    from pipeline.training.chunked_forward import LengthChunkedForward
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
     generator = torch.Generator().manual_seed(0)

@@ -1,0 +1,29 @@
+"""The listwise ranking loss, a pure function of rewards, ranks and groups (the pairwise loss is TRL's own)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def group_ranking_loss(
+    rewards: torch.Tensor, ranks: torch.Tensor, group: torch.Tensor, use_margin: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean over groups of the mean over the group's ordered pairs of -log sigmoid(r_better - r_worse [- gap]).
+
+    Ties (equal ranks) form no pair. Returns the loss, the number of pairs and the number ranked correctly.
+    """
+    better = (group[:, None] == group[None, :]) & (ranks[:, None] < ranks[None, :])
+    diff = rewards[:, None] - rewards[None, :]
+    if use_margin:
+        diff = diff - (ranks[None, :] - ranks[:, None])
+    pair_loss = -F.logsigmoid(diff) * better
+    n_groups = int(group.max().item()) + 1
+    per_group_pairs = torch.zeros(n_groups, device=rewards.device).index_add_(0, group, better.sum(1).float())
+    per_group_loss = torch.zeros(n_groups, device=rewards.device, dtype=pair_loss.dtype).index_add_(
+        0, group, pair_loss.sum(1)
+    )
+    has_pairs = per_group_pairs > 0
+    loss = (per_group_loss[has_pairs] / per_group_pairs[has_pairs]).mean()
+    correct = ((rewards[:, None] > rewards[None, :]) & better).sum()
+    return loss, better.sum(), correct
