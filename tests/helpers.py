@@ -107,3 +107,31 @@ def quick_start(model_dir: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
         with torch.no_grad():
             scores.append(model(**inputs).logits.item())
     return np.asarray(scores)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def build_tiny_causal_lm(target: Path, seed: int = 0) -> Path:
+    """A tiny random GPT-2 and a word-level tokenizer with a chat template: a policy for GRPO tests, offline."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    target.mkdir(parents=True, exist_ok=True)
+    vocab = {token: i for i, token in enumerate(["<pad>", "<eos>", "<unk>", *dict.fromkeys(WORDS), ":", "?", "."])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>", model_max_length=128
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = GPT2Config(vocab_size=len(vocab), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=1, eos_token_id=1, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
