@@ -115,3 +115,28 @@ def test_grpo_trains_with_it_and_logs_the_scorers_rewards(tiny_model_dir: Path, 
         # TRL's built-in model path scores the same completions differently (another encoding).
         (trl_path,) = [k for k in log if k.startswith("rewards/") and k.endswith("/mean") and "q2_reward" not in k]
         assert abs(log[trl_path] - log["rewards/q2_reward/mean"]) > 1e-4
+
+
+def test_the_readme_grpo_example_runs_as_written_on_tiny_models(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    from helpers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Use it in RLHF") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    code = code[: code.index("```")]
+    policy = build_tiny_causal_lm(tmp_path / "policy")
+    # Only names and sizes change: the tiny models, a temporary output folder, 2 steps of short completions.
+    replacements = [
+        ('"reward_model"', repr(str(tiny_model_dir))),
+        ('"Qwen/Qwen2.5-0.5B-Instruct"', repr(str(policy))),
+        ('"grpo_out"', repr(str(tmp_path / "grpo_out"))),
+        ("max_completion_length=64", "max_completion_length=6"),
+        ("max_steps=10", "max_steps=2"),
+    ]
+    for old, new in replacements:
+        assert old in code, old
+        code = code.replace(old, new)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    logged = [entry for entry in namespace["trainer"].state.log_history if "rewards/q2_reward/mean" in entry]
+    assert logged and namespace["trainer"].state.global_step == 2
