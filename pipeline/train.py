@@ -19,11 +19,14 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from pipeline.core.errors import UserError, cli_entry  # noqa: E402
+from pipeline.core.errors import INTERRUPTED_RESUMABLE, UserError, cli_entry  # noqa: E402
 from pipeline.core.hub import push_folder  # noqa: E402
 from pipeline.data import push_dataset  # noqa: E402
+from pipeline.data.conversation import CONFIG_KEY, CONVERSATION_FORMAT  # noqa: E402
 from pipeline.evaluation.heldout import HeldOutEvaluation, evaluate_trained  # noqa: E402
+from pipeline.evaluation.overlap import train_prompts_record  # noqa: E402
 from pipeline.model.base import resolve_base_model  # noqa: E402
+from pipeline.publishing.model_card import without_local_paths  # noqa: E402
 from pipeline.publishing.model_dir import CardInfo, check_output_dir, choose_destination, save_model_dir  # noqa: E402
 from pipeline.recipe.config import Recipe, parse_recipe  # noqa: E402
 from pipeline.training.checkpoints import checkpoint_dir_for  # noqa: E402
@@ -71,6 +74,7 @@ def evaluate_phase(recipe: Recipe, run: RunContext, data: PreparedData, trained:
         reward_stats_max_answers=recipe.script.reward_stats_max_answers,
     )
     trained.model.config.update(evaluation.reward_stats)  # in config.json: (score - reward_mean) / reward_std
+    trained.model.config.update({CONFIG_KEY: CONVERSATION_FORMAT})  # how conversations were rendered to text
     return evaluation
 
 
@@ -98,11 +102,16 @@ def save_phase(
     script, args = recipe.script, recipe.training
     push_to = args.hub_model_id if args.push_to_hub else None
     destination = choose_destination(run.output_dir, evaluation.report, script.min_accuracy, script.force_push, push_to)
-    data_report = {**data.report.as_dict(), "train_tokenization": trained.train_set.stats()}
+    # Pushed with the model: local paths of the user's data and base model appear as their names only.
+    local = (script.dataset_path, script.test_path, recipe.model.model_name_or_path)
+    data_report = without_local_paths({**data.report.as_dict(), "train_tokenization": trained.train_set.stats()}, local)
+    # What the model was trained on, so an evaluation can tell held-out pairs from training ones.
+    train_prompts = data.dataset["train"].with_format("arrow")["prompt"]
+    data_report["train_prompts"] = train_prompts_record(train_prompts, salt=data.report.fingerprint)
     values = {**vars(script), **args.to_dict(), "model_name_or_path": recipe.model.model_name_or_path}
     card = CardInfo(
         base_model=recipe.model.model_name_or_path,
-        recipe={key: values[key] for key in RECIPE_KEYS_IN_CARD if key in values},
+        recipe=without_local_paths({key: values[key] for key in RECIPE_KEYS_IN_CARD if key in values}, local),
         max_length=args.max_length,
         truncation_side=script.truncation_side,
         hub_model_id=push_to,
@@ -119,14 +128,14 @@ def save_phase(
 def push_phase(recipe: Recipe, run: RunContext, data: PreparedData) -> None:
     args = recipe.training
     if data.dataset_repo:
-        url = push_dataset(data.dataset, data.dataset_repo, private=args.hub_private_repo)
+        url = push_dataset(data.dataset, data.dataset_repo, private=args.hub_private_repo, token=args.hub_token)
         print(f"pushed the dataset to {url}")
     if args.push_to_hub:
-        url = push_folder(run.output_dir, args.hub_model_id, private=args.hub_private_repo)
+        url = push_folder(run.output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
         print(f"pushed to {url}")
 
 
-@cli_entry
+@cli_entry(interrupted=INTERRUPTED_RESUMABLE)  # checkpoints are kept: a rerun resumes
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.time()
     recipe = parse_recipe(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -10,6 +11,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command stopped by Ctrl-C
+INTERRUPTED = "interrupted"
+INTERRUPTED_RESUMABLE = "interrupted; rerun the same command to resume"
 
 
 class UserError(Exception):
@@ -31,15 +35,30 @@ def one_line(err: BaseException | str, limit: int | None = None, with_type: bool
     return text
 
 
-def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a CLI main so a UserError prints `error: <message>` and exits with code 2."""
+def cli_entry(
+    main: Callable[..., T] | None = None, *, interrupted: str = INTERRUPTED
+) -> Callable[..., T] | Callable[[Callable[..., T]], Callable[..., T]]:
+    """Wrap a CLI main: a UserError prints `error: <message>` and exits 2; Ctrl-C prints `interrupted` and exits 130.
 
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except UserError as err:
-            print(f"error: {one_line(err)}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
+    Use as `@cli_entry`, or `@cli_entry(interrupted=...)` where a rerun resumes (training keeps its checkpoints).
+    """
 
-    return wrapper
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except UserError as err:
+                print(f"error: {one_line(err)}", file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
+            except KeyboardInterrupt:
+                pass
+            # Outside the except block the interrupted frames are released; collected now, their progress bars
+            # print their last state before our line rather than after it.
+            gc.collect()
+            print(f"\n{interrupted}", file=sys.stderr)  # on a line of its own: a bar may have left the cursor mid-line
+            sys.exit(EXIT_INTERRUPTED)
+
+        return wrapper
+
+    return decorate if main is None else decorate(main)

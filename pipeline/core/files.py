@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fnmatch
 import glob
 import os
 import secrets
@@ -83,13 +84,20 @@ def recover(target: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it replaces `target`, on any error it is removed."""
+def atomic_dir(target: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a staging directory; on success it replaces `target`, on any error it is removed.
+
+    The files named in `keep` (e.g. reward_model/'s tracked .gitignore) are carried over from an existing `target`:
+    the staging directory starts with copies of them.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
     staging = _create_unique(target.parent, f".{target.name}.tmp-{os.getpid()}-", lambda p: os.mkdir(p, 0o777))
     try:
+        for name in keep:
+            if (target / name).is_file() and not (target / name).is_symlink():
+                shutil.copy2(target / name, staging / name)
         yield staging
         replace_dir(staging, target)
     except BaseException:
@@ -144,18 +152,77 @@ def replace_dir(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-# The placeholder README the repository ships in reward_model/ says it is replaced by training.
+# reward_model/ as the repository ships it: a self-ignoring .gitignore (training carries it over with
+# atomic_dir(keep=...), so `git status` stays clean), or, in older checkouts, a README saying training replaces it.
+PLACEHOLDER_GITIGNORE = ("*", "!.gitignore")
 PLACEHOLDER_README = "Training replaces this folder"
 
 
+def _is_placeholder(target: Path, entries: list[str]) -> bool:
+    def matches(name: str) -> bool:
+        text = (target / name).read_text(errors="replace")
+        if name == ".gitignore":
+            lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            return tuple(lines) == PLACEHOLDER_GITIGNORE
+        return PLACEHOLDER_README in " ".join(text.split())
+
+    placeholders = {".gitignore", "README.md"}
+    return (
+        bool(entries) and set(entries) <= placeholders and all((target / n).is_file() and matches(n) for n in entries)
+    )
+
+
+def _check_location(target: Path, what: str) -> None:
+    """The folder `target` goes into must be (or be creatable in) a writable folder, not a file."""
+    ancestor = target.parent
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{what} {target}: {ancestor} is a file, not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{what} {target}: cannot write in {ancestor} (permission denied); choose a folder you can write to"
+        )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output_file(target: str | Path, what: str, inputs: tuple[str | None, ...] = ()) -> None:
+    """Refuse, before any work, an output file that could not be written or would replace an input.
+
+    The twin of check_replaceable for one file (written by atomic_file): not an existing directory or anything but a
+    regular file, not under a file, in a writable folder, and none of the `inputs`.
+    """
+    target = Path(os.path.abspath(target))
+    for name in filter(None, inputs):
+        if _same_path(Path(name), target):
+            raise UserError(f"{what} {target} is the input file {name}; refusing to overwrite it, choose another name")
+    if target.is_dir():
+        raise UserError(f"{what} {target} is a directory; give the path of a file to write (new or existing)")
+    if os.path.lexists(target) and target.exists() and not target.is_file():
+        raise UserError(f"{what} {target} exists and is not a regular file; choose another name")
+    _check_location(target, what)
+
+
 def check_replaceable(
-    target: str | Path, own_files: tuple[str, ...], what: str, inputs: tuple[str | None, ...] = ()
+    target: str | Path,
+    own_files: tuple[str, ...],
+    what: str,
+    inputs: tuple[str | None, ...] = (),
+    marks: tuple[str, ...] | None = None,
 ) -> bool:
     """Refuse, before any work, a target whose replacement would delete what this program did not write.
 
-    The target is replaced as a whole when saving, so it must be absent, empty, an earlier output of ours (all of
-    `own_files` present: the return value is then True), or the placeholder reward_model/. Never the current
-    directory or one above it, a mount point, or a folder holding one of the `inputs`.
+    The target is replaced as a whole when saving, so it must be absent, empty, the placeholder reward_model/, or an
+    earlier output of ours: every entry one of `own_files` (names or patterns such as "model-*.safetensors": all
+    this program writes there) and all of `marks` present (default: the plain names of `own_files`); the return value
+    is then True. Never the current directory or one above it, a mount point, a folder holding one of the `inputs`,
+    or a folder under a file or in an unwritable one.
     """
     target = Path(os.path.abspath(target))
     cwd = Path.cwd()
@@ -170,18 +237,20 @@ def check_replaceable(
             raise UserError(f"{what} {target} holds the input {name}, and it is replaced as a whole; {hint}")
     if target.exists() and not target.is_dir():
         raise UserError(f"{what} {target} exists and is not a directory")
+    _check_location(target, what)
     if not target.is_dir():
         return False
     entries = sorted(p.name for p in target.iterdir())
-    if own_files and all(name in entries for name in own_files):
-        return True
-    readme = target / "README.md"
-    if not entries or (
-        entries == ["README.md"] and PLACEHOLDER_README in " ".join(readme.read_text(errors="replace").split())
-    ):
+    if not entries or _is_placeholder(target, entries):
         return False
-    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    if marks is None:
+        marks = tuple(name for name in own_files if not set(name) & set("*?["))
+    foreign = [name for name in entries if not any(fnmatch.fnmatchcase(name, own) for own in own_files)]
+    if not foreign and all(name in entries for name in marks):
+        return True
+    shown = foreign or entries
+    listed = ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else "")
     raise UserError(
-        f"{what} {target} already holds files this program did not write ({shown}); it is replaced as a whole when "
+        f"{what} {target} already holds files this program did not write ({listed}); it is replaced as a whole when "
         f"saving, so {hint}, or empty that one"
     )

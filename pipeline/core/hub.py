@@ -1,6 +1,7 @@
 """Push a saved reward model folder to the Hugging Face Hub through huggingface_hub.
 
-The token comes from the environment (HF_TOKEN or `hf auth login`); it is never written to disk or logs.
+The token is the recipe's hub_token when given, else the environment's (HF_TOKEN or `hf auth login`); it is passed
+to huggingface_hub for the requests only, never written to disk or logs.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ def hub_errors(what: str, keep: str) -> Iterator[None]:
 
 
 def push_folder(
-    folder: str | Path, repo_id: str, private: bool | None = None, commit_message: str | None = None
+    folder: str | Path,
+    repo_id: str,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
 ) -> str:
     """Create `repo_id` if needed and upload `folder` to it; returns the commit URL.
 
     Any network failure becomes a one-line UserError that says the local copy is kept.
     """
-    api = HfApi()
+    api = HfApi(token=token or None)  # None: the environment's token
     keep = f"the model is kept in {folder}; push it later with `hf upload {repo_id} {folder}`"
     with hub_errors(f"to {repo_id}", keep):
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

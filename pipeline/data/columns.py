@@ -147,15 +147,31 @@ def _first_invalid_utf8(chunk: pa.Array) -> int:
     return lo
 
 
+def not_text_error(label: str, where: str, name: str) -> UserError:
+    """A list or object where text is needed (the same message for every reader and command)."""
+    return UserError(
+        f"{label}: {where}: column {name!r} holds a list or object, not text (nor a list of {{'role', 'content'}} "
+        "messages); give plain text or messages"
+    )
+
+
+def plain_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as plain values: dictionary-encoded ones (pandas `category`) decoded, views (`string_view`) as
+    ordinary strings."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    views = {"string_view": pa.large_string(), "binary_view": pa.large_binary()}
+    if str(column.type) in views:
+        column = column.cast(views[str(column.type)])
+    return column
+
+
 def text_column(source: SourceTable, index: int) -> pa.Array:
     """A column as one validated large_string array without nulls (null -> '')."""
-    column = source.table.column(index)
+    column = plain_column(source.table.column(index))
     name = source.table.column_names[index]
     if name in source.nested:
-        raise UserError(
-            f"{source.label}: {source.where(source.nested[name])}: column {name!r} holds a list or object, not text "
-            "(the conversational format with lists of messages is not supported); give plain text"
-        )
+        raise not_text_error(source.label, source.where(source.nested[name]), name)
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         chunks = [c.view(pa.binary() if pa.types.is_string(kind) else pa.large_binary()) for c in column.chunks]
@@ -165,11 +181,11 @@ def text_column(source: SourceTable, index: int) -> pa.Array:
         chunks = [c.cast(pa.large_string()) for c in column.chunks]
     elif pa.types.is_null(kind):
         chunks = [pa.nulls(len(c), pa.large_string()) for c in column.chunks]
+    elif pa.types.is_nested(kind):
+        first = pc.index(pc.is_valid(column), True).as_py()
+        raise not_text_error(source.label, source.where(max(first, 0)), name)
     else:
-        raise UserError(
-            f"{source.label}: column {name!r} holds {kind} values, not text (the conversational format with lists "
-            "of messages is not supported); give plain text"
-        )
+        raise UserError(f"{source.label}: column {name!r} holds {kind} values, not text; give plain text")
     out, offset = [], 0
     for chunk in chunks:
         try:

@@ -10,6 +10,7 @@ renders its later turns with their labels). Its name is stored in a trained mode
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -106,3 +107,72 @@ def check_format(config: Any, where: str) -> None:
             f"{where}: the model was trained with conversation format {name!r}; this version renders "
             f"{CONVERSATION_FORMAT!r}: upgrade q2-reward or score plain text"
         )
+
+
+def _is_message_column(source: Any, index: int) -> bool:
+    import pyarrow as pa
+
+    name = source.table.column_names[index]
+    return name in source.nested or pa.types.is_nested(source.table.column(index).type)
+
+
+def _cells(source: Any, index: int) -> list[Any]:
+    """A column's values as Python objects. A JSON column whose objects Arrow could not type alike was kept as each
+    value's JSON text (the reader's fallback): decoded back here."""
+    import pyarrow as pa
+
+    column = source.table.column(index)
+    cells = column.to_pylist()
+    if source.table.column_names[index] in source.nested and not pa.types.is_nested(column.type):
+        cells = [None if cell is None else json.loads(cell) for cell in cells]
+    return cells
+
+
+def render_source(source: Any, columns: Any) -> Any:
+    """A source table whose prompt/answer/chosen/rejected columns hold TRL's conversational messages, with those
+    columns rendered to text (plain text cells stay as they are). TRL's implicit-prompt format (whole conversations
+    in chosen and rejected, no prompt column) gets a prompt column: the messages both share. Returns the source
+    unchanged when no such column holds messages."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from pipeline.data.columns import find_column
+
+    names = source.table.column_names
+    wanted = {role: getattr(columns, role) for role in ("prompt", "answer", "chosen", "rejected")}
+    roles = {role: find_column(names, name) for role, name in wanted.items() if name}
+    roles = {role: index for role, index in roles.items() if index is not None}
+    messages = {role for role, index in roles.items() if _is_message_column(source, index)}
+    if not messages:
+        return source
+    values = {role: _cells(source, index) for role, index in roles.items()}
+    numbers = source.rows(range(source.num_rows)) if source.num_rows else []
+    rows = [f"{source.label}: {source.row_word} {number}" for number in numbers]
+    implicit = "prompt" not in roles and {"chosen", "rejected"} <= messages
+    if implicit:
+        split = [
+            split_implicit_prompt(c, r, rows[i]) if c and r else (None, c, r)
+            for i, (c, r) in enumerate(zip(values["chosen"], values["rejected"], strict=True))
+        ]
+        values["prompt"] = [s[0] for s in split]
+        values["chosen"], values["rejected"] = [s[1] for s in split], [s[2] for s in split]
+    rendered = {}
+    for role, cells in values.items():
+        render = prompt_text if role == "prompt" else answer_text
+        name = names[roles[role]] if role in roles else "chosen/rejected"
+        rendered[role] = pa.array(
+            [None if cell is None else render(cell, f"{rows[i]}: column {name!r}") for i, cell in enumerate(cells)],
+            pa.large_string(),
+        )
+    table = source.table
+    for role, array in rendered.items():
+        if role in roles:
+            table = table.set_column(roles[role], names[roles[role]], array)
+        else:
+            table = table.append_column(columns.prompt or "prompt", array)
+    nested = {name: row for name, row in source.nested.items() if name not in {names[i] for i in roles.values()}}
+    note = f"conversations rendered as text ({CONVERSATION_FORMAT})" + (
+        ", prompt = shared messages" if implicit else ""
+    )
+    return dataclasses.replace(source, table=table, nested=nested, notes=[*source.notes, note])

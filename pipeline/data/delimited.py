@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from pipeline.core.errors import UserError, one_line
 RANKED_COLUMNS = ("prompt", "answer", "rank")
 
 _CSV_BLOCK = 1 << 24
+# A field may be as long as the file (a pasted document): lift the csv module's 128 KiB default limit.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def _read_header(path: Path, sep: str, label: str) -> list[str]:
@@ -120,11 +123,12 @@ def read_delimited(path: Path, sep: str, label: str, odd_quotes: bool) -> pa.Tab
 
     names = _read_header(path, sep, label)
     generated = [f"f{i}" for i in range(len(names))]
-    try:
+
+    def read(block_size: int) -> pa.Table:
         # The header is read as data row 0 (then dropped), so pyarrow and Python agree on where records start.
-        table = pacsv.read_csv(
+        return pacsv.read_csv(
             str(path),
-            read_options=pacsv.ReadOptions(column_names=generated, block_size=_CSV_BLOCK),
+            read_options=pacsv.ReadOptions(column_names=generated, block_size=block_size),
             parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(generated, pa.binary()),
@@ -132,6 +136,15 @@ def read_delimited(path: Path, sep: str, label: str, odd_quotes: bool) -> pa.Tab
                 quoted_strings_can_be_null=False,
             ),
         )
+
+    try:
+        try:
+            table = read(_CSV_BLOCK)
+        except pa.ArrowInvalid as err:
+            if "straddling" not in str(err):
+                raise
+            # A record longer than a block: read the file as one block (its table is held whole anyway).
+            table = read(min(max(path.stat().st_size + 1, _CSV_BLOCK), 2**31 - 1))
     except (pa.ArrowInvalid, OSError) as err:
         raise _diagnose_delimited(path, sep, len(names), label, err) from err
     if odd_quotes:

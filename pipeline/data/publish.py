@@ -50,13 +50,20 @@ def dataset_hub_target(script_args: Any) -> str | None:
     return repo_id
 
 
-def push_dataset(dataset: DatasetDict, repo_id: str, private: bool | None = None, kept_in: str | None = None) -> str:
-    """DatasetDict.push_to_hub; any Hub failure is a one-line UserError (the local copy is kept)."""
+def push_dataset(
+    dataset: DatasetDict,
+    repo_id: str,
+    private: bool | None = None,
+    kept_in: str | None = None,
+    token: str | None = None,
+) -> str:
+    """DatasetDict.push_to_hub (with `token`, else the environment's); any Hub failure is a one-line UserError (the
+    local copy is kept)."""
     from pipeline.core.hub import hub_errors
 
     keep = f"the dataset is kept in {kept_in}; run again when the Hub is reachable" if kept_in else "try again later"
     with hub_errors(f"the dataset to {repo_id}", keep):
         commit = dataset.push_to_hub(
-            repo_id, private=private, commit_message="Upload preference pairs made by q2-reward"
+            repo_id, private=private, token=token or None, commit_message="Upload preference pairs made by q2-reward"
         )
     return str(getattr(commit, "commit_url", commit))

@@ -1,6 +1,6 @@
 """Reading an input: a file (CSV, TSV, JSONL/JSON, Parquet), a `save_to_disk` directory or a Hub dataset id becomes a
 `SourceTable`: a pyarrow table plus what is needed to name a row in an error message (the data step's first stage).
-CSV/TSV parsing is in `delimited`; `parse_json_lines` is the one JSON Lines parser (also behind `rows.read_rows`).
+CSV/TSV parsing is in `delimited`; `json_records` is the one exact JSON reader (Lines and arrays; also behind `rows`).
 """
 
 from __future__ import annotations
@@ -77,10 +77,12 @@ def _scan(path: Path) -> tuple[str, int, bytes]:
     return f"sha256:{digest.hexdigest()}", quotes, head
 
 
-def _has_blank_line(path: Path, pattern: bytes = rb"\n[ \t]*\r?\n|^\s*\n") -> bool:
-    """Whether an empty line (skipped by the readers, so it shifts row numbers) may occur; checked lazily."""
-    data = path.read_bytes()
-    return re.search(pattern, data) is not None
+_BLANK_LINE = rb"\n[ \t]*\r?\n|^\s*\n"  # skipped by the readers, so it shifts row numbers
+
+
+def _file_has(path: Path, pattern: bytes) -> bool:
+    """Whether the file's bytes match `pattern` (checked lazily, only where the answer matters)."""
+    return re.search(pattern, path.read_bytes()) is not None
 
 
 def _check_encoding(head: bytes, label: str) -> None:
@@ -93,8 +95,19 @@ def _read_delimited(path: Path, kind: str, label: str) -> SourceTable:
     fingerprint, quotes, head = _scan(path)
     _check_encoding(head, label)
     table = read_delimited(path, sep, label, odd_quotes=bool(quotes % 2))
-    row_map = lambda: csv_row_numbers(path, sep) if _has_blank_line(path) else None  # noqa: E731
+    row_map = lambda: csv_row_numbers(path, sep) if _file_has(path, _BLANK_LINE) else None  # noqa: E731
     return SourceTable(table, label, kind, fingerprint, first_row=HEADER_LINES + 1, row_map=row_map)
+
+
+def _number_array(values: list[Any]) -> pa.Array:
+    """JSON numbers as numbers, exactly: int64 when all are integers that fit, float64 when every value is exact as a
+    double; otherwise (an id beyond 2**53 beside a float, an integer beyond int64) text as written."""
+    numbers = [v for v in values if v is not None]
+    if all(isinstance(v, int) for v in numbers) and all(-(2**63) <= v < 2**63 for v in numbers):
+        return pa.array(values, pa.int64())
+    if all(isinstance(v, float) or abs(v) <= 2**53 for v in numbers):
+        return pa.array(values, pa.float64())
+    return pa.array([None if v is None else json.dumps(v) for v in values], pa.large_string())
 
 
 def _records_table(records: list[dict]) -> tuple[pa.Table, dict[str, int]]:
@@ -105,18 +118,35 @@ def _records_table(records: list[dict]) -> tuple[pa.Table, dict[str, int]]:
         values = [record.get(name) for record in records]
         kinds = {type(v) for v in values if v is not None}
         if kinds and kinds <= {int, float}:
-            columns[name] = pa.array(values, pa.float64())
+            columns[name] = _number_array(values)
         elif kinds & {list, dict}:
             nested[name] = next(i for i, v in enumerate(values) if isinstance(v, (list, dict)))
             try:  # kept as they are for read_rows; text_column refuses them
                 columns[name] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 columns[name] = pa.array([None if v is None else json.dumps(v) for v in values], pa.large_string())
         else:
             text = [v if isinstance(v, str) or v is None else json.dumps(v) for v in values]
             columns[name] = pa.array(text, pa.large_string())
     table = pa.table(columns) if columns else pa.table({"": pa.nulls(len(records))})
     return table, nested
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object_pairs_hook: a key given twice in one object would silently lose a value."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return record
+
+
+def _duplicate_key_error(label: str, where: str, err: _DuplicateKey) -> UserError:
+    return UserError(f"{label}: {where}: key {err.args[0]!r} appears twice in one object; rename one of them")
 
 
 def parse_json_lines(lines: Iterable[bytes] | Iterable[str], label: str) -> tuple[list[dict], list[int]]:
@@ -129,11 +159,13 @@ def parse_json_lines(lines: Iterable[bytes] | Iterable[str], label: str) -> tupl
         if not line.strip():
             continue
         try:
-            record = json.loads(line if isinstance(line, str) else line.decode("utf-8"))
+            record = json.loads(line if isinstance(line, str) else line.decode("utf-8"), object_pairs_hook=_unique_keys)
         except UnicodeDecodeError as err:
             raise UserError(f"{label}: line {number} is not valid UTF-8; re-save the file as UTF-8") from err
         except json.JSONDecodeError as err:
             raise UserError(f"{label}: line {number} is not valid JSON ({err.msg}); one JSON object per line") from err
+        except _DuplicateKey as err:
+            raise _duplicate_key_error(label, f"line {number}", err) from err
         if not isinstance(record, dict):
             raise UserError(f"{label}: line {number} is a JSON {type(record).__name__}, not an object")
         records.append(record)
@@ -143,17 +175,62 @@ def parse_json_lines(lines: Iterable[bytes] | Iterable[str], label: str) -> tupl
     return records, numbers
 
 
-def _read_jsonl_python(path: Path, label: str, fingerprint: str) -> SourceTable:
-    """Line-by-line JSON: exact line numbers for errors, and columns that mix numbers and text."""
-    records, numbers = parse_json_lines(path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n"), label)
+def json_records(path: Path, label: str) -> tuple[list[dict], list[int], str]:
+    """The objects of a JSON Lines file, or of a JSON array (a .json file may hold either), values exactly as they
+    are, with the line (or record) number of each and that word; the exact reader behind every JSON input."""
+    data = _read_bytes(path, label)
+    _check_encoding(data[:4], label)
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if path.suffix.lower() != ".json" or not data.lstrip().startswith(b"["):
+        if path.suffix.lower() == ".json" and not data.strip():
+            raise UserError(f"{label}: the file is empty; expected a JSON array of objects")
+        records, numbers = parse_json_lines(data.split(b"\n"), label)
+        return records, numbers, "line"
+    try:
+        records = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{label}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
+    except json.JSONDecodeError as err:
+        raise UserError(f"{label}: not valid JSON at line {err.lineno} ({err.msg})") from err
+    except _DuplicateKey as err:
+        raise _duplicate_key_error(label, "a record", err) from err
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise UserError(f"{label}: record {bad + 1} is not a JSON object; expected an array of objects")
+    return records, list(range(1, len(records) + 1)), "record"
+
+
+def _read_json_exact(path: Path, label: str, fingerprint: str) -> SourceTable:
+    """Python's JSON reader: exact line numbers for errors, and columns that mix numbers and text."""
+    records, numbers, word = json_records(path, label)
     table, nested = _records_table(records)
+    kind = "json" if word == "record" else "jsonl"
+    if word == "record":
+        return SourceTable(table, label, kind, fingerprint, row_word=word, nested=nested)
     exact = np.array(numbers, dtype=np.int64)
-    return SourceTable(table, label, "jsonl", fingerprint, row_word="line", row_map=lambda: exact, nested=nested)
+    return SourceTable(table, label, kind, fingerprint, row_word=word, row_map=lambda: exact, nested=nested)
 
 
 def _jsonl_line_numbers(path: Path) -> np.ndarray:
     lines = path.read_bytes().split(b"\n")
     return np.array([i + 1 for i, line in enumerate(lines) if line.strip()], dtype=np.int64)
+
+
+# What pyarrow's JSON reader infers from JSON values; anything else (timestamps it guessed from text) is re-read
+# exactly. Lists and objects are refused as text by text_column either way.
+_JSON_TYPES = (
+    pa.types.is_string, pa.types.is_int64, pa.types.is_float64, pa.types.is_boolean, pa.types.is_null,
+    pa.types.is_list, pa.types.is_struct,
+)  # fmt: skip
+
+
+def _exact_json_types(table: pa.Table, path: Path) -> bool:
+    """Whether pyarrow read every value as written: no guessed timestamps, and no integer beyond 2**53 made a double
+    (an integer of 16 or more digits anywhere in the file, beside a double column, sends it to the exact reader)."""
+    types = table.schema.types
+    if not all(any(check(t) for check in _JSON_TYPES) for t in types):
+        return False
+    return not (any(pa.types.is_float64(t) for t in types) and _file_has(path, rb"\d{16}"))
 
 
 def _read_jsonl(path: Path, label: str) -> SourceTable:
@@ -164,33 +241,21 @@ def _read_jsonl(path: Path, label: str) -> SourceTable:
     try:
         table = pajson.read_json(str(path))
     except (pa.ArrowInvalid, OSError):  # malformed line, mixed types, empty file: the exact (slower) reader says which
-        return _read_jsonl_python(path, label, fingerprint)
-    if table.num_rows == 0:
-        return _read_jsonl_python(path, label, fingerprint)
-    row_map = lambda: _jsonl_line_numbers(path) if _has_blank_line(path) else None  # noqa: E731
+        return _read_json_exact(path, label, fingerprint)
+    if table.num_rows == 0 or not _exact_json_types(table, path):
+        return _read_json_exact(path, label, fingerprint)
+    row_map = lambda: _jsonl_line_numbers(path) if _file_has(path, _BLANK_LINE) else None  # noqa: E731
     return SourceTable(table, label, "jsonl", fingerprint, row_word="line", row_map=row_map)
 
 
 def _read_json(path: Path, label: str) -> SourceTable:
     fingerprint, _, head = _scan(path)
     _check_encoding(head, label)
-    try:
-        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as err:
-        raise UserError(f"{label}: not valid UTF-8 at byte {err.start}; re-save the file as UTF-8") from err
-    if not text.strip():
-        raise UserError(f"{label}: the file is empty; expected a JSON array of objects")
-    if not text.lstrip().startswith("["):
+    with open(path, "rb") as handle:
+        start = handle.read(1 << 16).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if start and not start.startswith(b"["):
         return _read_jsonl(path, label)  # JSON Lines under a .json name
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"{label}: not valid JSON at line {err.lineno} ({err.msg})") from err
-    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
-    if bad is not None:
-        raise UserError(f"{label}: record {bad + 1} is not a JSON object; expected an array of objects")
-    table, nested = _records_table(records)
-    return SourceTable(table, label, "json", fingerprint, row_word="record", nested=nested)
+    return _read_json_exact(path, label, fingerprint)
 
 
 def _read_parquet(path: Path, label: str) -> SourceTable:
@@ -211,8 +276,24 @@ def _file_kind(path: Path) -> str:
     return _FORMATS.get(suffix, "csv")
 
 
+def _read_bytes(path: Path, label: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise _unreadable(label, err) from err
+
+
+def _unreadable(label: str, err: OSError) -> UserError:
+    return UserError(f"{label}: cannot read the file ({err.strerror or one_line(err)}); check its permissions")
+
+
 def read_file(path: Path) -> SourceTable:
     kind, label = _file_kind(path), str(path)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:  # permission denied: one line, not a traceback from whichever reader opens it first
+        raise _unreadable(label, err) from err
     if path.stat().st_size == 0:
         raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
     if kind in ("csv", "tsv"):

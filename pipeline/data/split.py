@@ -87,7 +87,11 @@ def build_dataset(
         report.split_method = f"test set {test_source.label}; train prompts found in it are dropped"
         parts = {"train": (pairs, None), "test": (test_pairs, None)}
     else:
-        held_out = _test_keys(pairs.keys, test_size, split_seed, report.source)[pairs.key]
+        # Only prompts that kept a pair take part: one whose rows were all dropped would take a split's place.
+        used = np.flatnonzero(np.bincount(pairs.key, minlength=len(pairs.keys)))
+        held = np.zeros(len(pairs.keys), dtype=bool)
+        held[used] = _test_keys([pairs.keys[i] for i in used], test_size, split_seed, report.source)
+        held_out = held[pairs.key]
         report.split_method = f"by prompt (case/whitespace-normalised), seed {split_seed}, test_size {test_size}"
         parts = {"train": (pairs, ~held_out), "test": (pairs, held_out)}
     recipe = [report.fingerprint, test_report and test_report.fingerprint, asdict(columns), input_shape]

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import UserError
 from pipeline.data.columns import ColumnMap, number_column, resolve_columns, text_column
+from pipeline.data.conversation import render_source
 from pipeline.data.pairs import Pairs, RankedRows, distinct, factorize, prompt_keys, ranked_pairs
 from pipeline.data.report import DataReport
 from pipeline.data.sources import SourceTable
@@ -24,6 +25,7 @@ def validate(
     exclude: set[str] | None = None,
 ) -> tuple[Pairs, DataReport]:
     """The pairs of a source and its report; rows whose normalised prompt is in `exclude` are dropped."""
+    source = render_source(source, columns)  # TRL's conversational formats become their rendered text
     shape, found = resolve_columns(source, columns, input_shape)
     if shape == "pairwise":
         pairs, report = _pairwise(source, found, drop_empty_answers, exclude)

@@ -18,14 +18,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def report_markdown(report: dict[str, Any]) -> str:
+def metrics_table(report: dict[str, Any]) -> list[str]:
+    """The Markdown table of the reward model and its baselines (also in the model card)."""
     rows = {"reward model": report["model"], **report["baselines"]}
     lines = [
-        "# Held-out evaluation",
-        "",
-        "Pairwise accuracy = pairs where the preferred answer scores strictly higher / all pairs (ties count as "
-        "wrong). Intervals: 95% bootstrap over prompts. Baselines are scored on the same pairs.",
-        "",
         "| scorer | accuracy | 95% CI | ties | gap 1 | gap 2 | gap 3+ | Kendall tau | top-1 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -35,6 +31,42 @@ def report_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {r['pairwise_accuracy']:.3f} | {r['ci95'][0]:.3f}–{r['ci95'][1]:.3f} | {r['num_ties']} | "
             f"{' | '.join(gaps)} | {_fmt(r['kendall_tau'])} | {_fmt(r['top1_accuracy'])} |"
         )
+    return lines
+
+
+def _overlap_lines(overlap: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """The title, and what the report says about pairs from training prompts (a training run's test split has none)."""
+    if overlap is None:
+        return "Held-out evaluation", []
+    if not overlap["known"]:
+        return "Evaluation (overlap with the training data unknown)", [
+            f"Whether these pairs come from the model's training prompts is unknown: {overlap.get('note', '')}.",
+            "",
+        ]
+    n, total = overlap["pairs_from_training_prompts"], overlap["num_pairs"]
+    if n == 0 and overlap.get("pairs_left_out"):
+        return f"Held-out evaluation ({total} pairs; {overlap['pairs_left_out']} from training prompts left out)", []
+    if n == 0:
+        return f"Held-out evaluation (none of the {total} pairs from training prompts)", []
+    return f"Evaluation ({n} of {total} pairs from training prompts: not held-out)", [
+        f"**Not held-out:** {n} of {total} pairs ({overlap['prompts_from_training']} of {overlap['num_prompts']} "
+        "prompts) come from prompts the model was trained on, so this accuracy overstates how it does on new prompts "
+        "(rerun with --heldout_only to score only the others).",
+        "",
+    ]
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    title, overlap = _overlap_lines(report.get("training_overlap"))
+    lines = [
+        f"# {title}",
+        "",
+        *overlap,
+        "Pairwise accuracy = pairs where the preferred answer scores strictly higher / all pairs (ties count as "
+        "wrong). Intervals: 95% bootstrap over prompts. Baselines are scored on the same pairs.",
+        "",
+        *metrics_table(report),
+    ]
     best = report["best_trivial_baseline"]
     lines += ["", f"{report['model']['num_pairs']} pairs. Best trivial baseline: {best['name']} "
               f"({best['pairwise_accuracy']:.3f}).", "", "![evaluation](report.png)", ""]  # fmt: skip
@@ -56,6 +88,8 @@ def write_report(out_dir: str | Path, pairs: pd.DataFrame, result: dict[str, Any
             "margin": pairs["margin"].to_numpy() if "margin" in pairs else 1.0,
         }
     )
+    if "from_training_prompt" in pairs:
+        per_pair["from_training_prompt"] = pairs["from_training_prompt"].to_numpy()
     per_pair.to_json(out / "pairs.jsonl", orient="records", lines=True)
     (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))

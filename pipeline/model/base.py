@@ -320,13 +320,13 @@ def _probe_hub(repo_id: str) -> None:
     get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=_HUB_PROBE_TIMEOUT_S)
 
 
-def _unreachable(name: str, reason: str) -> UserError:
-    return UserError(
-        f"cannot download base model '{name}': the Hugging Face Hub is unreachable ({reason}). {_QUICKSTART_HINT}"
-    )
+def locate_model(name: str, what: str, hint: str = "") -> str:
+    """A model argument as `from_pretrained` takes it: an existing local folder holding config.json, or a Hugging Face
+    Hub id that is in the local cache or answers one short probe (no retries; none at all offline).
 
-
-def _resolve_hub_id(name: str) -> str:
+    Anything else is a one-line UserError that names the missing local folder, then `hint`. `what` names the argument
+    ("base model", "model"). The one resolution of a model name, for training and for scoring alike.
+    """
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -337,38 +337,46 @@ def _resolve_hub_id(name: str) -> str:
     )
     from huggingface_hub.utils import validate_repo_id
 
+    tail = f". {hint}" if hint else ""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"{what} directory '{path}' has no config.json: it must be a folder written by save_pretrained(){tail}"
+            )
+        return str(path) if name.startswith("~") else name  # from_pretrained does not expand "~"
+    if path.exists():
+        raise UserError(f"{what} '{name}' is a file, not a model folder (one written by save_pretrained()){tail}")
+    missing = f"{what} '{name}' is not a local folder ({path.absolute()} does not exist)"
     try:
         validate_repo_id(name)
     except HFValidationError as err:
-        raise UserError(
-            f"base model '{name}' is neither an existing local directory nor a valid Hugging Face Hub id. "
-            f"{_QUICKSTART_HINT}"
-        ) from err
+        raise UserError(f"{missing} and is not a valid Hugging Face Hub id either{tail}") from err
     if _in_hf_cache(name):
         return name
+    unreachable = f"{missing} and cannot be downloaded: the Hugging Face Hub is unreachable"
     if _hub_offline():
-        raise _unreachable(name, "offline")
+        raise UserError(f"{unreachable} (offline){tail}")
     try:
         _probe_hub(name)
     except OfflineModeIsEnabled as err:
-        raise _unreachable(name, "offline") from err
+        raise UserError(f"{unreachable} (offline){tail}") from err
     except GatedRepoError as err:
         raise UserError(
-            f"base model '{name}' is gated on the Hugging Face Hub: accept its terms on its Hub page and log in "
-            f"with `hf auth login`. {_QUICKSTART_HINT}"
+            f"{missing} and is gated on the Hugging Face Hub: accept its terms on its Hub page and log in with "
+            f"`hf auth login`{tail}"
         ) from err
     except (RepositoryNotFoundError, RevisionNotFoundError) as err:
         raise UserError(
-            f"base model '{name}' is not a local directory and was not found on the Hugging Face Hub "
-            f"(check the spelling; private repos need `hf auth login`). {_QUICKSTART_HINT}"
+            f"{missing} and was not found on the Hugging Face Hub (check the spelling; private repos need "
+            f"`hf auth login`){tail}"
         ) from err
     except EntryNotFoundError as err:
         raise UserError(
-            f"base model '{name}' exists on the Hugging Face Hub but has no config.json: it is not a transformers "
-            f"model. {_QUICKSTART_HINT}"
+            f"{missing}; on the Hugging Face Hub it has no config.json: it is not a transformers model{tail}"
         ) from err
     except Exception as err:  # DNS, connect, timeout, TLS, proxy, 5xx...: all mean "cannot download"
-        raise _unreachable(name, one_line(err, 200, with_type=True)) from err
+        raise UserError(f"{unreachable} ({one_line(err, 200, with_type=True)}){tail}") from err
     return name
 
 
@@ -394,12 +402,4 @@ def resolve_base_model(name_or_path: str) -> str:
                     "set Q2_REWARD_CACHE to a writable directory"
                 ) from err
         return str(target)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(
-                f"base model directory '{path}' has no config.json: point model_name_or_path to a directory "
-                "written by save_pretrained()"
-            )
-        return str(path) if name.startswith("~") else name  # from_pretrained does not expand "~"
-    return _resolve_hub_id(name)
+    return locate_model(name, "base model", _QUICKSTART_HINT)

@@ -8,11 +8,14 @@ from pathlib import Path
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.core.errors import UserError, one_line
+from pipeline.model.base import locate_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
 
 
 def load_reward_model(model_dir: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    # A mistyped folder must not turn into a minute of Hub retries: located first, offline without the network.
+    model_dir = locate_model(model_dir, "model")
     # transformers 5 quietly returns a 5-token default tokenizer for a directory without tokenizer files.
     if Path(model_dir).is_dir() and not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"{model_dir}: cannot load a tokenizer (no tokenizer files); save it with the model")

@@ -58,6 +58,7 @@ class _Pending:
     offset: int
     batches: list[tuple[np.ndarray, torch.Tensor]]
     done: torch.cuda.Event | None  # None: computed synchronously, and already counted by the progress bar
+    planned: int = 0  # batches in the chunk's plan, this shard's or not
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -218,6 +219,7 @@ class RewardScorer:
         standardize: bool = False,
         progress: bool = False,
         return_truncated: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """One score per (prompt, response), in input order (float64 array).
 
@@ -225,19 +227,25 @@ class RewardScorer:
         Pairs are encoded and scored `chunk_size` at a time, so memory stays bounded for any number of pairs. On a
         GPU the next chunk is encoded while the GPU still scores the previous one (its kernels run asynchronously
         until the scores are read back), so tokenization and the model overlap.
+
+        `shard=(rank, processes)`: score only every `processes`-th batch from the `rank`-th (other rows are NaN), for
+        scoring on several processes: the batches are the ones one process makes, so merging the shards gives the
+        one-process scores bit for bit.
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         n = len(prompts)
-        scores = np.empty(n, dtype=np.float64)
+        scores = np.full(n, np.nan, dtype=np.float64)
         truncated = np.zeros(n, dtype=bool)
         bar = tqdm(total=n, desc="scoring", unit="seq", disable=not progress)
+        batch_number = 0
         pending: _Pending | None = None
         for start in range(0, n, self.chunk_size):
             end = min(n, start + self.chunk_size)
             encoded = self.encode(prompts[start:end], responses[start:end])
             truncated[start:end] = encoded.truncated
-            launched = self._launch(encoded.input_ids, start, bar)
+            launched = self._launch(encoded.input_ids, start, bar, shard, batch_number)
+            batch_number += launched.planned
             if pending is not None:
                 self._collect(pending, scores, bar)
             pending = launched
@@ -289,13 +297,21 @@ class RewardScorer:
         return ids, mask[:, None, None, :].bool() if self._mask_4d else mask
 
     @torch.inference_mode()
-    def _launch(self, input_ids: Sequence[list[int]], offset: int, bar: tqdm) -> _Pending:
-        """Run the model over length-sorted batches of `input_ids`. On CPU the scores are ready on return; on a GPU
-        they are copied back asynchronously and `_collect` waits for them."""
+    def _launch(
+        self, input_ids: Sequence[list[int]], offset: int, bar: tqdm, shard: tuple[int, int] = (0, 1), first: int = 0
+    ) -> _Pending:
+        """Run the model over length-sorted batches of `input_ids` (this shard's: batch `first + i` belongs to rank
+        `(first + i) % processes`). On CPU the scores are ready on return; on a GPU they are copied back
+        asynchronously and `_collect` waits for them."""
         lengths = [len(x) for x in input_ids]
         gpu = self.device.type == "cuda"
         batches = []
-        for index in plan_batches(lengths, self.max_tokens, self.batch_size, self.max_padding):
+        plan = plan_batches(lengths, self.max_tokens, self.batch_size, self.max_padding)
+        rank, processes = shard
+        for number, index in enumerate(plan, start=first):
+            if number % processes != rank:
+                bar.update(len(index))  # another process scores it
+                continue
             ids, mask = self._batch(input_ids, index)
             with self._autocast():
                 logits = self._logits(ids, mask)
@@ -312,7 +328,7 @@ class RewardScorer:
         if gpu:
             done = torch.cuda.Event()
             done.record(torch.cuda.current_stream(self.device))
-        return _Pending(input_ids, offset, batches, done)
+        return _Pending(input_ids, offset, batches, done, len(plan))
 
     @torch.inference_mode()
     def _collect(self, pending: _Pending, scores: np.ndarray, bar: tqdm) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,37 @@ def describe_base(base_model: str) -> tuple[str, str | None]:
     return f"[`{base_model}`](https://huggingface.co/{base_model})", base_model
 
 
+def without_local_paths(value: Any, paths: Iterable[str | None]) -> Any:
+    """`value` (a recipe or report: nested dicts, lists and strings) with each of `paths` that is a local file or folder
+    shown by its name alone: what is pushed with a model must not reveal the user's directories."""
+    whole, inside = {}, {}
+    for path in filter(None, paths):
+        if not Path(path).exists():
+            continue  # a Hub id, or the embedded base model
+        absolute = os.path.abspath(path)
+        name = Path(absolute).name
+        whole[str(path)] = whole[absolute] = name
+        # Inside longer text only a path with a folder and a name of its own ("." must not match every dot).
+        for form in (str(path), absolute):
+            if os.sep in form and Path(form).name and form != name:
+                inside[form] = name
+    swaps = sorted(inside.items(), key=lambda item: -len(item[0]))  # longest first: the absolute form, then others
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {key: clean(v) for key, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v) for v in item]
+        if isinstance(item, str):
+            if item in whole:
+                return whole[item]
+            for path, name in swaps:
+                item = item.replace(path, name)
+        return item
+
+    return clean(value)
+
+
 def write_model_card(
     output_dir: str | Path,
     *,
@@ -89,7 +122,7 @@ def write_model_card(
     truncation_side: str,
     hub_model_id: str | None = None,
 ) -> Path:
-    from pipeline.evaluation.report import report_markdown
+    from pipeline.evaluation.report import metrics_table
 
     base_description, base_id = describe_base(base_model)
     low, high = metrics["ci95"]
@@ -105,7 +138,7 @@ def write_model_card(
         title=hub_model_id.split("/")[-1] if hub_model_id else "Reward model",
         base_description=base_description,
         metrics_table="\n".join(f"| {k} | {v} |" for k, v in rows),
-        evaluation_table="\n".join(report_markdown(evaluation).splitlines()[4:-3]) + "\n",
+        evaluation_table="\n".join(metrics_table(evaluation)) + "\n",
         reward_mean=metrics["reward_mean"],
         reward_std=metrics["reward_std"],
         data_description=_data_description(data_report),

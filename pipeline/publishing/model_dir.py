@@ -17,8 +17,17 @@ from pipeline.evaluation.heldout import HeldOutEvaluation
 from pipeline.evaluation.report import write_report
 from pipeline.publishing.model_card import write_model_card
 
-# A directory holding these was written by this program (and may be replaced with overwrite_output_dir).
-OWN_MODEL_FILES = ("config.json", "eval_results.json")
+# Everything save_model_dir may write (save_pretrained's model and tokenizer files included); a directory holding
+# only these, config.json and eval_results.json among them, was written by this program (and may be replaced with
+# overwrite_output_dir). Anything else in it is the user's and is never deleted.
+OWN_MODEL_FILES = (
+    "config.json", "eval_results.json", "data_report.json", "README.md", "evaluation", ".gitignore",
+    "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+    "pytorch_model.bin.index.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "*.model",
+    "chat_template.jinja", "chat_template.json", "additional_chat_templates",
+)  # fmt: skip
+MODEL_MARKS = ("config.json", "eval_results.json")
 
 
 def candidate_dir(output_dir: Path) -> Path:
@@ -35,13 +44,13 @@ def check_output_dir(output_dir: Path, overwrite: bool, inputs: tuple[str | None
             pass
     except OSError as err:
         raise UserError(f"output_dir {output_dir}: cannot write there ({err.strerror})") from err
-    if check_replaceable(output_dir, OWN_MODEL_FILES, "output_dir", inputs) and not overwrite:
+    if check_replaceable(output_dir, OWN_MODEL_FILES, "output_dir", inputs, MODEL_MARKS) and not overwrite:
         raise UserError(
             f"output_dir {output_dir} already holds a trained model; to replace it set overwrite_output_dir: true "
             "in the recipe (or pass --overwrite_output_dir true), or choose another output_dir"
         )
     # Where a model that fails the quality gate goes instead: also replaced as a whole.
-    check_replaceable(candidate_dir(output_dir), OWN_MODEL_FILES, "output_dir's candidate folder", inputs)
+    check_replaceable(candidate_dir(output_dir), OWN_MODEL_FILES, "output_dir's candidate folder", inputs, MODEL_MARKS)
 
 
 def quality_gate(report: dict[str, Any], min_accuracy: float) -> str | None:
@@ -110,7 +119,7 @@ def save_model_dir(
 ) -> None:
     """Write everything to a hidden sibling and swap it into place: `target` is the old model or the new one."""
     try:
-        with atomic_dir(target) as staging:
+        with atomic_dir(target, keep=(".gitignore",)) as staging:  # reward_model/'s tracked file stays
             model.save_pretrained(str(staging))
             tokenizer.save_pretrained(str(staging))
             (staging / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -6,38 +6,77 @@ python -m pipeline.score --model DIR --input FILE --output FILE [--rank] [--stan
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.core.errors import UserError, cli_entry
-from pipeline.core.files import atomic_file
+from pipeline.core.files import atomic_file, check_output_file
+from pipeline.data.conversation import check_format
 from pipeline.model.scorer import PRECISIONS, RewardScorer
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+# The least each number flag may be: below 8 tokens max_length leaves no room for [CLS] prompt [SEP] response [SEP]
+# (below 3 the tokenizer cannot even truncate, and silently scores something else); as in python -m pipeline.evaluation.
+FLAG_MINIMUMS = {"max_length": 8, "max_tokens": 1, "batch_size": 1, "num_threads": 1}
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
+class _Parser(argparse.ArgumentParser):
+    """Flag errors as the one-line `error:` of every user error (no usage dump), and no abbreviated flags."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see python -m pipeline.score --help)")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, least in FLAG_MINIMUMS.items():
+        value = getattr(args, flag)
+        if value is not None and value < least:
+            raise UserError(f"--{flag} must be at least {least} (got {value}); leave it out for the default")
+
+
+def _position_limit(config: Any) -> int | None:
+    """How many tokens the model can read (its position embeddings), or None when its config does not say."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    limit = get("max_position_embeddings") or get("n_positions")
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+
+def _check_max_length(max_length: int | None, limit: int | None, model: str) -> None:
+    if max_length is not None and limit is not None and max_length > limit:
+        raise UserError(
+            f"--max_length {max_length} is above what the model {model} can read ({limit} tokens); use at most {limit}"
+        )
+
+
+def _local_position_limit(model: str) -> int | None:
+    """The limit from a local model's config.json, read before loading the model (None for a Hub id)."""
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
+        return _position_limit(json.loads((Path(model) / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
-def _input_columns(frame: pd.DataFrame, args: argparse.Namespace, source: Path) -> tuple[str, str]:
-    """The prompt and response columns, found by the data step's column finder; a missing one is a one-line error."""
+def _input_columns(rows: Any, args: argparse.Namespace) -> tuple[int, int]:
+    """Positions of the prompt and response columns, found by the data step's column finder; a missing one, or one
+    whose name the header repeats, is a one-line error."""
     from pipeline.data import find_column
 
-    names = [str(c) for c in frame.columns]
+    names = [str(c) for c in rows.frame.columns]
     responses = [args.response_column] if args.response_column else ["response", "answer"]
-    prompt, response = find_column(names, args.prompt_column), find_column(names, *responses)
+    prompt = find_column(names, args.prompt_column, label=rows.label)
+    response = find_column(names, *responses, label=rows.label)
     missing = [
         name
         for name, found in ((args.prompt_column, prompt), (args.response_column or "response (or answer)", response))
@@ -46,22 +85,22 @@ def _input_columns(frame: pd.DataFrame, args: argparse.Namespace, source: Path) 
     if missing:
         found = ", ".join(map(repr, names))
         raise UserError(
-            f"{source}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file or "
-            "pass --prompt_column / --response_column"
+            f"{rows.label}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file "
+            "or pass --prompt_column / --response_column"
         )
-    return frame.columns[prompt], frame.columns[response]
+    return prompt, response
 
 
-def _texts(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
-    values = frame[column].tolist()
-    for i, value in enumerate(values):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            values[i] = ""
-        elif not isinstance(value, str):
-            if isinstance(value, (list, dict)):
-                raise UserError(f"{path}: row {i + 1}: column {column!r} holds a list or object, not text")
-            values[i] = str(value)
-    return values
+def _check_output_columns(names: list[str], new_columns: list[str], label: str, kind: str) -> None:
+    clash = [c for c in new_columns if c in names]
+    if clash:
+        raise UserError(f"{label}: already has a column {clash[0]!r}; choose another name with --score_column")
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None and kind == "jsonl":
+        raise UserError(
+            f"{label}: column {repeated!r} appears twice in the header, and a JSON object cannot hold both; rename one "
+            "of them, or write a .csv or .tsv --output (which keeps both)"
+        )
 
 
 def per_prompt_rank(prompts: Sequence[str], scores: np.ndarray) -> np.ndarray:
@@ -70,23 +109,61 @@ def per_prompt_rank(prompts: Sequence[str], scores: np.ndarray) -> np.ndarray:
     return frame.groupby("prompt", sort=False)["score"].rank(ascending=False, method="min").astype(int).to_numpy()
 
 
+def _cell(value: Any) -> str:
+    """A value as CSV text: text as it is, null as an empty field, anything else as JSON writes it (exactly)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def write_output(frame: pd.DataFrame, path: Path, kind: str) -> None:
-    """Written whole or not at all: a failed run leaves no half-written file."""
-    with atomic_file(path) as staging:
+    """Every value written as it was read (integers stay integers, null stays null, floats in full), whole or not at
+    all: a failed run leaves no half-written file."""
+    names = [str(name) for name in frame.columns]
+    columns = [frame.iloc[:, i].tolist() for i in range(len(names))]  # Python values, numpy scalars included
+    with atomic_file(path) as staging, open(staging, "w", encoding="utf-8", newline="") as handle:
         if kind == "jsonl":
-            frame.to_json(staging, orient="records", lines=True, force_ascii=False)
+            for row in zip(*columns, strict=True):
+                record = dict(zip(names, row, strict=True))
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         else:
-            frame.to_csv(staging, index=False, sep="\t" if kind == "tsv" else ",")
+            writer = csv.writer(handle, delimiter="\t" if kind == "tsv" else ",", lineterminator="\n")
+            writer.writerow(names)
+            writer.writerows([_cell(value) for value in row] for row in zip(*columns, strict=True))
+
+
+def _processes(device: str) -> tuple[int, int, str]:
+    """(rank, processes, device) of this process. Under `accelerate launch` (or torchrun) with several processes,
+    each scores every N-th batch on its own device (its local GPU, else the CPU) and the main process writes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, device
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    own = str(state.device) if device == "auto" else device
+    return state.process_index, state.num_processes, own
+
+
+def _merge_shards(scores: np.ndarray) -> np.ndarray:
+    """Every process's scores (NaN where another process scored the row), merged in input order on every process."""
+    from accelerate.utils import gather_object
+
+    merged = np.full(len(scores), np.nan)
+    for shard in gather_object([scores]):
+        merged = np.where(np.isnan(merged), shard, merged)
+    return merged
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description="Score (prompt, response) rows with a saved reward model; writes the rows plus a score column."
     )
     parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
-    parser.add_argument("--input", required=True, help="CSV, TSV, JSONL or Parquet file with prompt and response")
-    parser.add_argument("--output", required=True, help="output file: .csv, .tsv or .jsonl")
+    parser.add_argument("--input", required=True, help="CSV, TSV, JSONL, JSON or Parquet file with prompt and response")
+    parser.add_argument("--output", required=True, help="output file: .csv, .tsv or .jsonl (values kept as read)")
     parser.add_argument("--prompt_column", default="prompt")
     parser.add_argument("--response_column", help="default: response, or answer when there is no response column")
     parser.add_argument("--score_column", default="score", help="name of the added column (default: score)")
@@ -101,39 +178,57 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    # Everything a user typed is checked before the input is read and the model loaded.
+    _check_numbers(args)
+    if not args.score_column:
+        raise UserError("--score_column must not be empty")
     source, target = Path(args.input), Path(args.output)
-    if _same_file(source, target):
-        raise UserError(f"--output {target} is the input file; refusing to overwrite it, choose another name")
+    check_output_file(target, "--output", inputs=(args.input,))
     kind = OUTPUT_FORMATS.get(target.suffix.lower())
     if kind is None:
         raise UserError(f"--output {target}: unknown format {target.suffix!r}; use .csv, .tsv or .jsonl")
+    _check_max_length(args.max_length, _local_position_limit(args.model), args.model)
     from pipeline.data import read_rows
 
-    frame = read_rows(source)
-    if frame.empty:
+    rows = read_rows(source)
+    if rows.frame.empty:
         raise UserError(f"{source}: no rows to score (only a header)")
-    prompt_col, response_col = _input_columns(frame, args, source)
+    prompt_col, response_col = _input_columns(rows, args)
     new_columns = [args.score_column] + ([f"{args.score_column}_rank"] if args.rank else [])
-    clash = [c for c in new_columns if c in frame.columns]
-    if clash:
-        raise UserError(f"{source}: already has a column {clash[0]!r}; choose another name with --score_column")
-    prompts, responses = _texts(frame, prompt_col, source), _texts(frame, response_col, source)
+    _check_output_columns([str(c) for c in rows.frame.columns], new_columns, rows.label, kind)
+    prompts, responses = rows.texts(prompt_col, role="prompt"), rows.texts(response_col)
 
+    rank, processes, device = _processes(args.device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(args.num_threads or max(torch.get_num_threads(), cores))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(
+        args.num_threads or max(1, cores // local) if local > 1 else max(torch.get_num_threads(), cores)
+    )
     scorer = RewardScorer.from_pretrained(
         args.model,
         precision=args.precision,
-        device=args.device,
+        device=device,
         max_length=args.max_length,
         max_tokens=args.max_tokens,
         batch_size=args.batch_size,
     )
+    _check_max_length(args.max_length, _position_limit(scorer.model.config), args.model)  # a Hub model's limit
+    check_format(scorer.model.config, args.model)  # conversations rendered as the model was trained
     if args.standardize and scorer.reward_stats is None:
         scorer.standardize(np.zeros(0))  # raises the one-line error before any scoring
     scores, truncated = scorer.score(
-        prompts, responses, standardize=args.standardize, progress=not args.no_progress, return_truncated=True
+        prompts,
+        responses,
+        standardize=args.standardize,
+        progress=not args.no_progress and rank == 0,
+        return_truncated=True,
+        shard=(rank, processes),
     )
+    if processes > 1:
+        scores = _merge_shards(scores)
+        if rank != 0:
+            return  # the main process writes the one output
+    frame = rows.frame
     frame[args.score_column] = scores
     if args.rank:
         frame[f"{args.score_column}_rank"] = per_prompt_rank(prompts, scores)

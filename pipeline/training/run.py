@@ -196,8 +196,9 @@ def train_model(recipe: Recipe, run: RunContext, data: PreparedData) -> TrainedM
     resume_from = decided_by_main(
         lambda: resume_point(run.checkpoint_dir, identity, explicit), run.is_main, run.world_size
     )
-    # Checkpoints live beside the model, not inside it; we push ourselves, after the local copy is complete.
-    args = dataclasses.replace(recipe.training, output_dir=str(run.checkpoint_dir), push_to_hub=False)
+    # Checkpoints live beside the model, not inside it; we push ourselves, after the local copy is complete. The
+    # trainer never sees hub_token: it would pickle it in plain text into every checkpoint's training_args.bin.
+    args = dataclasses.replace(recipe.training, output_dir=str(run.checkpoint_dir), push_to_hub=False, hub_token=None)
     if script.objective == "ranking":
         trainer = RankingRewardTrainer(
             model=model,

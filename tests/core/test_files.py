@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from helpers import REPO
 
 from pipeline.core import files as atomic
 from pipeline.core.errors import UserError
-from pipeline.core.files import atomic_dir, check_replaceable, recover
+from pipeline.core.files import atomic_dir, check_output_file, check_replaceable, recover
 
 
 def write_model(path: Path, version: str) -> None:
@@ -134,25 +135,161 @@ def test_absent_empty_own_and_placeholder_targets_may_be_replaced(tmp_path: Path
     ours.mkdir()
     for name in (*OWN, "model.safetensors"):
         (ours / name).write_text("{}")
-    assert check_replaceable(ours, OWN, "output_dir") is True  # the caller asks for overwrite_output_dir
-    # The placeholder README the repository ships (as committed: a trained model may have replaced the folder).
-    committed = subprocess.run(["git", "show", "HEAD:reward_model/README.md"], cwd=REPO, capture_output=True)
-    if committed.returncode != 0:
-        pytest.skip("not a git checkout")
+    own = (*OWN, "model*.safetensors")
+    assert check_replaceable(ours, own, "output_dir") is True  # the caller asks for overwrite_output_dir
+    # reward_model/ as the repository ships it (its .gitignore is there whether or not a model was trained since:
+    # training keeps it), and the README placeholder of older checkouts.
     shipped = tmp_path / "reward_model"
     shipped.mkdir()
-    (shipped / "README.md").write_bytes(committed.stdout)
+    (shipped / ".gitignore").write_bytes((REPO / "reward_model" / ".gitignore").read_bytes())
+    assert check_replaceable(shipped, OWN, "output_dir") is False
+    (shipped / ".gitignore").unlink()
+    (shipped / "README.md").write_text("# reward_model/\n\nTraining replaces this\nfolder with the trained model.\n")
     assert check_replaceable(shipped, OWN, "output_dir") is False
 
 
-@pytest.mark.parametrize("content", [["notes.txt"], ["config.json"], ["README.md"]])
+@pytest.mark.parametrize(
+    "content",
+    [
+        ["notes.txt"],
+        ["config.json"],  # not all of the marks: not ours
+        ["README.md"],  # a README that is not the placeholder
+        [".gitignore"],  # a .gitignore of the user's (not the placeholder's two rules)
+        ["config.json", "eval_results.json", "model.safetensors", "notes.txt"],  # an earlier output plus a user file
+    ],
+)
 def test_a_folder_with_files_not_written_here_is_refused(tmp_path: Path, content: list[str]) -> None:
     target = tmp_path / "project"
     target.mkdir()
     for name in content:
         (target / name).write_text("someone's work")
+    own = (*OWN, "model*.safetensors")
     with pytest.raises(UserError, match=r"already holds files this program did not write \(.*\); it is replaced"):
-        check_replaceable(target, OWN, "output_dir")
+        check_replaceable(target, own, "output_dir")
+    assert sorted(p.name for p in target.iterdir()) == sorted(content)
+
+
+def test_the_refusal_names_the_users_files_not_ours(tmp_path: Path) -> None:
+    target = tmp_path / "reward_model"
+    target.mkdir()
+    for name in (*OWN, "model.safetensors", "evaluation", "thesis.tex"):
+        (target / name).write_text("x")
+    with pytest.raises(UserError, match=r"did not write \(thesis\.tex\)"):
+        check_replaceable(target, (*OWN, "model.safetensors", "evaluation"), "output_dir")
+
+
+def test_the_marks_default_to_every_plain_name(tmp_path: Path) -> None:
+    target = tmp_path / "processed"
+    target.mkdir()
+    own = ("dataset_dict.json", "data_report.json", "train", "test")
+    for name in own[:3]:
+        (target / name).write_text("x")
+    with pytest.raises(UserError, match="did not write"):  # no test split: not an output of ours
+        check_replaceable(target, own, "--output_dir")
+    (target / "test").mkdir()
+    assert check_replaceable(target, own, "--output_dir") is True
+    assert check_replaceable(target, (*own, "other"), "--output_dir", marks=own) is True
+
+
+def test_atomic_dir_keeps_the_named_files_of_the_previous_directory(previous: Path) -> None:
+    (previous / ".gitignore").write_text("*\n!.gitignore\n")
+    with atomic_dir(previous, keep=(".gitignore", "absent.txt")) as staging:
+        assert (staging / ".gitignore").read_text() == "*\n!.gitignore\n"
+        write_model(staging, "v2")
+    assert contents(previous) == {
+        ".gitignore": "*\n!.gitignore\n",
+        "config.json": "v2",
+        "model.safetensors": "v2" * 1000,
+    }
+    assert siblings(previous) == []
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_training_into_the_shipped_placeholder_leaves_git_status_clean(tmp_path: Path) -> None:
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    (tmp_path / "reward_model").mkdir()
+    shutil.copy(REPO / ".gitignore", tmp_path / ".gitignore")
+    shutil.copy(REPO / "reward_model" / ".gitignore", tmp_path / "reward_model" / ".gitignore")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "clone"]):
+        subprocess.run([*git, *args], cwd=tmp_path, check=True, capture_output=True)
+    target = tmp_path / "reward_model"
+    assert check_replaceable(target, OWN, "output_dir") is False
+    with atomic_dir(target, keep=(".gitignore",)) as staging:  # as save_model_dir does
+        write_model(staging, "v1")
+        (staging / "README.md").write_text("model card")
+    status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path, capture_output=True)
+    assert status.stdout.decode() == ""
+    assert (target / "config.json").read_text() == "v1"
+
+
+# -- output files -------------------------------------------------------------------------------------------------
+
+
+def test_an_output_file_may_be_new_or_an_existing_file(tmp_path: Path) -> None:
+    check_output_file(tmp_path / "new" / "deeper" / "out.csv", "--output")
+    (tmp_path / "old.csv").write_text("x")
+    check_output_file(tmp_path / "old.csv", "--output", inputs=(str(tmp_path / "in.csv"), None))
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("directory", r"^--output .*/out\.csv is a directory; give the path of a file to write"),
+        ("under a file", r"^--output .*/file\.txt/out\.csv: .*/file\.txt is a file, not a folder; choose another"),
+        ("deep under a file", r"^--output .*/file\.txt/a/b/out\.csv: .*/file\.txt is a file, not a folder"),
+        ("the input", r"^--output .*/in\.csv is the input file .*in\.csv; refusing to overwrite it"),
+        ("the input by a symlink", r"^--output .*/link\.csv is the input file .*; refusing to overwrite it"),
+        ("a device", r"^--output /dev/null exists and is not a regular file; choose another name$"),
+    ],
+)
+def test_output_files_that_cannot_be_written_are_refused(tmp_path: Path, case: str, match: str) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("prompt,response\n")
+    (tmp_path / "file.txt").write_text("notes")
+    target = {
+        "directory": tmp_path / "out.csv",
+        "under a file": tmp_path / "file.txt" / "out.csv",
+        "deep under a file": tmp_path / "file.txt" / "a" / "b" / "out.csv",
+        "the input": tmp_path / "sub" / ".." / "in.csv",
+        "the input by a symlink": tmp_path / "link.csv",
+        "a device": Path("/dev/null"),
+    }[case]
+    if case == "directory":
+        target.mkdir()
+    if case == "the input by a symlink":
+        target.symlink_to(source)
+        (tmp_path / "sub").mkdir()
+    with pytest.raises(UserError, match=match):
+        check_output_file(target, "--output", inputs=(str(source),))
+    assert source.read_text() == "prompt,response\n" and (tmp_path / "file.txt").read_text() == "notes"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_output_in_a_folder_without_write_permission_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(UserError, match=r"cannot write in .*locked \(permission denied\)"):
+            check_output_file(locked / "out.csv", "--output")
+        with pytest.raises(UserError, match=r"cannot write in .*locked \(permission denied\)"):
+            check_replaceable(locked / "model", OWN, "output_dir")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_planted_symlink_at_a_staging_name_is_never_followed(tmp_path: Path, monkeypatch) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    names = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(atomic.secrets, "token_hex", lambda n: next(names))
+    target = tmp_path / "out.csv"
+    planted = tmp_path / f".out.csv.tmp-{os.getpid()}-aaaaaaaa"
+    planted.symlink_to(victim)
+    with atomic.atomic_file(target) as staging:
+        assert staging.name.endswith("bbbbbbbb")  # the planted name is skipped, not opened
+        staging.write_text("scores")
+    assert victim.read_text() == "precious" and target.read_text() == "scores" and planted.is_symlink()
 
 
 def test_current_directory_its_parents_and_folders_holding_the_input_are_refused(tmp_path: Path, monkeypatch) -> None:

@@ -114,8 +114,16 @@ def test_pairwise_errors(tmp_path: Path, content: bytes, match: str, write_bytes
         ("header.tsv", b"prompt\tanswer\trank\n", r"has a header but no rows"),
         ("all.csv", b"prompt,answer,rank\np,a,1\n,b,2\n", r"every row was dropped \(rows read 2, kept 0, dropped 2"),
         ("tied.csv", b"prompt,answer,rank\np,a,1\np,b,1\n", r"every row was dropped .*prompt_all_answers_tied: 2"),
-        ("nested.jsonl", b'{"prompt":[{"role":"user"}],"answer":"a","rank":1}\n', r"column 'prompt' holds list"),
-        ("mixed.jsonl", b'{"prompt":[1],"answer":"a","rank":1}\n{"prompt":"p","rank":"2"}\n', r"line 1: column"),
+        (
+            "nested.jsonl",
+            b'{"prompt":[{"role":"user"}],"answer":"a","rank":1}\n',
+            r"line 1: column 'prompt': message 1",
+        ),
+        (
+            "mixed.jsonl",
+            b'{"prompt":[1],"answer":"a","rank":1}\n{"prompt":"p","rank":"2"}\n',
+            r"line 1: column 'prompt'",
+        ),
     ],
 )
 def test_row_level_errors_name_file_row_and_reason(

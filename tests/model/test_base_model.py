@@ -360,7 +360,34 @@ def test_hub_id_not_on_hub_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> N
     _assert_one_line_quickstart(info.value)
 
 
-def test_invalid_hub_id_is_a_user_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_invalid_hub_id_is_a_user_error_naming_the_missing_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(base_model, "_probe_hub", _no_network)
-    with pytest.raises(UserError, match="neither an existing local directory nor a valid"):
-        resolve_base_model(os.fspath(tmp_path / "no" / "such" / "dir"))
+    missing = tmp_path / "no" / "such" / "dir"
+    with pytest.raises(UserError) as info:
+        resolve_base_model(os.fspath(missing))
+    assert str(info.value).startswith(
+        f"base model '{missing}' is not a local folder ({missing} does not exist) and is not a valid Hugging Face "
+        "Hub id either. Use recipes/quickstart.yaml"
+    )
+
+
+def test_scoring_resolves_model_names_through_the_same_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One mechanism: a saved-model argument goes through locate_model as model_name_or_path does."""
+    import httpx2
+
+    from pipeline.model.loading import load_reward_model
+
+    _go_online(monkeypatch)
+    probed: list[str] = []
+
+    def not_found(repo_id: str) -> None:
+        probed.append(repo_id)
+        response = httpx2.Response(404, request=httpx2.Request("HEAD", "https://huggingface.co/x/resolve/main/c"))
+        raise huggingface_hub.errors.RepositoryNotFoundError("Repository Not Found", response=response)
+
+    monkeypatch.setattr(base_model, "_probe_hub", not_found)
+    with pytest.raises(UserError, match="is not a local folder .* and was not found on the Hugging Face Hub"):
+        load_reward_model("someone/my_modle")
+    assert probed == ["someone/my_modle"]

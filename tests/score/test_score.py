@@ -141,3 +141,24 @@ def test_bad_input_is_one_error_line_exit_2(case, expected, tiny_model_dir: Path
     assert err[-1].startswith("error: ") and expected in err[-1], err
     assert not any("Traceback" in line for line in err)
     assert not output.exists()
+
+
+def test_cli_scores_conversational_rows_as_their_rendered_text(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    # TRL's conversational messages, in JSONL and Parquet, score as the HH text training renders them to.
+    prompt = [{"role": "user", "content": "why is the sky blue"}]
+    response = [{"role": "assistant", "content": "because of light"}]
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame({"prompt": ["Human: why is the sky blue"], "response": ["because of light"]}).to_csv(
+        plain, index=False
+    )
+    assert run_cli("--model", str(tiny_model_dir), "--input", str(plain), "--output", str(tmp_path / "p.jsonl")) == 0
+    expected = json.loads((tmp_path / "p.jsonl").read_text())["score"]
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"prompt": prompt, "response": response}) + "\n")
+    pd.DataFrame({"prompt": [prompt], "response": [response]}).to_parquet(tmp_path / "chat.parquet")
+    for source in (chat, tmp_path / "chat.parquet"):
+        out = tmp_path / f"{source.suffix[1:]}-scored.jsonl"
+        assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(out)) == 0
+        written = json.loads(out.read_text())
+        assert written["score"] == pytest.approx(expected, abs=1e-6)
+        assert written["prompt"] == prompt and written["response"] == response  # values written back as they were
