@@ -31,6 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+BASE: list[str] = []  # --model_name_or_path override (--base_model), e.g. a tiny model for a fast dry run
 HH_CANDIDATES = (REPO.parent / "shared/data/hh_harmless_dev.csv", REPO / ".gpu/hh_harmless_dev.csv")
 
 
@@ -54,7 +55,7 @@ def run(cmd: list[str], out: Path, name: str, timeout: float, env: dict[str, str
 
 def train(out: Path, name: str, args: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--output_dir", str(out / name),
-           "--overwrite_output_dir", "true", *args]  # fmt: skip
+           "--overwrite_output_dir", "true", *BASE, *args]  # fmt: skip
     code, tail = run(cmd, out, name, timeout)
     result: dict[str, Any] = {"exit": code}
     results_file = out / name / "eval_results.json"
@@ -134,6 +135,8 @@ def step_score_speed(ctx: dict[str, Any]) -> dict[str, Any]:
         args += ["--data", str(REPO / "data/answers.csv")]
     if ctx["dry_run"]:
         args += ["--pairs", "16", "--rounds", "1", "--no_full_forward"]
+    if BASE:
+        args += ["--model", BASE[1]]
     code, tail = run([sys.executable, "bench/score_speed.py", *args], ctx["out"], "score_speed", ctx["timeout"])
     if code != 0 or not target.is_file():
         return {"ok": False, "exit": code, "tail": tail}
@@ -153,7 +156,7 @@ def step_fsdp(ctx: dict[str, Any]) -> dict[str, Any]:
     steps = "2" if ctx["dry_run"] else "20"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/fsdp.yaml",
            "--num_processes", "1", "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--output_dir",
-           str(ctx["out"] / name), "--overwrite_output_dir", "true", "--max_steps", steps]  # fmt: skip
+           str(ctx["out"] / name), "--overwrite_output_dir", "true", "--max_steps", steps, *BASE]  # fmt: skip
     code, tail = run(cmd, ctx["out"], name, ctx["timeout"])
     saved = ctx["out"] / name / "eval_results.json"
     accuracy = json.loads(saved.read_text())["pairwise_accuracy"] if saved.is_file() else None
@@ -198,10 +201,15 @@ def step_grpo(ctx: dict[str, Any]) -> dict[str, Any]:
 def step_server(ctx: dict[str, Any]) -> dict[str, Any]:
     if not (REPO / "pipeline/serve").is_dir() or not (REPO / "bench/serve_load.py").is_file():
         return {"ok": None, "note": "pipeline.serve is not in this checkout"}
-    model = ctx["out"] / "quickstart"
-    seconds = "3" if ctx["dry_run"] else "30"
+    data = ctx["hh"].with_suffix(".jsonl") if ctx["hh"] is not None else None
+    if data is None or not data.is_file():
+        return {"ok": None, "note": "no HH pairs (.jsonl) for the load bench"}
     target = ctx["out"] / "serve_load.json"
-    cmd = [sys.executable, "bench/serve_load.py", "--model", str(model), "--duration", seconds, "--json", str(target)]
+    load = (
+        ["--clients", "1,4", "--requests", "8", "--level_timeout", "5"] if ctx["dry_run"] else ["--level_timeout", "30"]
+    )
+    cmd = [sys.executable, "bench/serve_load.py", "--model", str(ctx["out"] / "quickstart"), "--data", str(data),
+           "--precision", "auto", *load, "--json", str(target)]  # fmt: skip
     code, tail = run(cmd, ctx["out"], "server", ctx["timeout"])
     result = json.loads(target.read_text()) if target.is_file() else {}
     return {"ok": code == 0, "exit": code, "load": result, **({} if code == 0 else {"tail": tail})}
@@ -219,12 +227,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/gpu_check.json on a GPU)")
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
     parser.add_argument("--step_timeout", type=float, default=420.0, help="seconds per step")
+    parser.add_argument("--base_model", help="train from this model instead of the recipe's (a tiny one: fast dry run)")
     args = parser.parse_args()
     import torch
 
     gpu = torch.cuda.is_available() and not args.dry_run
     if not gpu and not args.dry_run:
         sys.exit("error: no CUDA GPU here; run with --dry-run to check the script on the CPU")
+    if args.base_model:
+        BASE.extend(["--model_name_or_path", str(args.base_model)])
     out = args.out or Path(f"/tmp/q2-gpu-check-{os.getpid()}")
     out.mkdir(parents=True, exist_ok=True)
     hh = args.hh or next((p for p in HH_CANDIDATES if p.is_file()), None)

@@ -7,6 +7,7 @@ The entry only orders the phases; each lives with its step (training, evaluation
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,12 +15,26 @@ if __package__ in (None, ""):
     # `accelerate launch pipeline/train.py` puts pipeline/ (not the repo) first on sys.path.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+
+def _interrupted_while_loading(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+    # Ctrl-C before main() runs (torch and transformers take seconds to import): the same line as during the run.
+    if issubclass(kind, KeyboardInterrupt):
+        sys.stderr.write("\ninterrupted; rerun the same command to resume\n")
+        sys.stderr.flush()
+        os._exit(130)
+    sys.__excepthook__(kind, value, traceback)
+
+
+if __name__ == "__main__":
+    sys.excepthook = _interrupted_while_loading
+
 import json  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 from pipeline.core.errors import INTERRUPTED_RESUMABLE, UserError, cli_entry  # noqa: E402
+from pipeline.core.files import exclusive_output  # noqa: E402
 from pipeline.core.hub import push_folder  # noqa: E402
 from pipeline.data import push_dataset  # noqa: E402
 from pipeline.data.conversation import CONFIG_KEY, CONVERSATION_FORMAT  # noqa: E402
@@ -28,7 +43,8 @@ from pipeline.evaluation.overlap import train_prompts_record  # noqa: E402
 from pipeline.model.base import resolve_base_model  # noqa: E402
 from pipeline.publishing.model_card import without_local_paths  # noqa: E402
 from pipeline.publishing.model_dir import CardInfo, check_output_dir, choose_destination, save_model_dir  # noqa: E402
-from pipeline.recipe.config import Recipe, parse_recipe  # noqa: E402
+from pipeline.recipe.config import Recipe  # noqa: E402
+from pipeline.recipe.parser import parse_recipe  # noqa: E402
 from pipeline.training.checkpoints import checkpoint_dir_for  # noqa: E402
 from pipeline.training.distributed import decided_by_main  # noqa: E402
 from pipeline.training.run import (  # noqa: E402
@@ -140,6 +156,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.time()
     recipe = parse_recipe(argv)
     use_all_cpu_cores()
+    if recipe.training.process_index != 0:
+        return run_phases(recipe, started)
+    # One run at a time towards an output_dir: a second one would replace the first one's model unasked.
+    with exclusive_output(Path(recipe.training.output_dir).resolve(), "output_dir"):
+        return run_phases(recipe, started)
+
+
+def run_phases(recipe: Recipe, started: float) -> dict[str, Any]:
     run = plan_run(recipe)
     data = prepare_data(recipe, run)
     trained = train_model(recipe, run, data)

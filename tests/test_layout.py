@@ -17,6 +17,7 @@ ALLOWED = {
     "evaluation": {"core", "data", "model"},
     "publishing": {"core", "model", "evaluation"},
     "score": {"core", "data", "model"},
+    "serve": {"core", "data", "model"},
 }
 PACKAGE = REPO / "pipeline"
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import gc
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -62,3 +63,14 @@ def cli_entry(
         return wrapper
 
     return decorate if main is None else decorate(main)
+
+
+class FlagParser(argparse.ArgumentParser):
+    """The commands' flag parser: a flag error is the one-line `error:` of every user error (no usage dump), and
+    abbreviated flags are unknown flags. `prog` names the command in the pointer to its --help."""
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        super().__init__(prog=prog, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")

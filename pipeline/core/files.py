@@ -254,3 +254,31 @@ def check_replaceable(
         f"{what} {target} already holds files this program did not write ({listed}); it is replaced as a whole when "
         f"saving, so {hint}, or empty that one"
     )
+
+
+@contextlib.contextmanager
+def exclusive_output(target: str | Path, what: str) -> Iterator[None]:
+    """Hold a lock beside `target` while a run works towards it: a second run on the same output stops at once with
+    one line instead of replacing the first one's result. The operating system drops the lock with the process, so
+    a crashed run leaves none behind."""
+    from filelock import FileLock, Timeout
+
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(target.parent / f".{target.name}.lock"))
+        lock.acquire(timeout=0)
+    except Timeout as err:
+        raise UserError(
+            f"{what} {target} is in use by another run (lock {lock.lock_file}); wait for it to finish or choose "
+            f"another {what}"
+        ) from err
+    except OSError as err:
+        raise UserError(f"{what} {target}: cannot write there ({err.strerror or err})") from err
+    try:
+        yield
+    finally:
+        # Removed while still held, so nothing is left beside the output; a run that opened it meanwhile has
+        # already failed to take it (no waiting).
+        Path(lock.lock_file).unlink(missing_ok=True)
+        lock.release()

@@ -46,7 +46,7 @@ def _output_dir(argv: list[str]) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.recipe.config import HelpPage, parse_recipe  # trl and torch: only once the command runs
+    from pipeline.recipe.parser import HelpPage, parse_recipe  # trl and torch: only once the command runs
 
     argv = list(sys.argv[1:] if argv is None else argv)
     output_dir = _output_dir(argv)

@@ -39,6 +39,12 @@ def evaluate_pairs(
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
     scorer = RewardScorer(model, tokenizer, device=None, max_length=max_length, batch_size=batch_size)
     scores = scorer.score_ids(encoded.texts.input_ids, progress=progress, desc=desc)
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).sum())
+        raise UserError(
+            f"the model's scores are not finite (NaN or infinite) for {bad} of {len(scores)} sequences: a model just "
+            "trained has diverged (lower learning_rate, or keep max_grad_norm); a saved model is broken"
+        )
     chosen, rejected = scores[encoded.chosen], scores[encoded.rejected]
     metric = evaluate.load(PAIRWISE_ACCURACY)
     result = metric.compute(chosen_scores=chosen.astype(np.float64), rejected_scores=rejected.astype(np.float64))

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.core.errors import UserError, cli_entry
+from pipeline.core.errors import FlagParser, UserError, cli_entry
 from pipeline.core.files import atomic_dir, check_replaceable
+from pipeline.data.conversation import check_format
 from pipeline.data.report import DataReport
 from pipeline.evaluation.accuracy import build_report, evaluate_pairs
 from pipeline.evaluation.overlap import Overlap, model_data_report, training_overlap
@@ -25,11 +26,6 @@ from pipeline.model.loading import default_max_length, load_reward_model
 # All an --output holds after this command: such a folder is an earlier report, replaced as a whole.
 OWN_FILES = ("eval_results.json", "summary.json", "pairs.jsonl", "report.md", "report.png")
 MIN_MAX_LENGTH = 8  # [CLS] prompt [SEP] answer [SEP] with a few tokens of each
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not the usage text
-        raise UserError(f"{message} (see python -m pipeline.evaluation --help)")
 
 
 def load_pairs(data: str) -> tuple[pd.DataFrame, DataReport]:
@@ -86,7 +82,9 @@ def heldout_pairs(pairs: pd.DataFrame, overlap: Overlap) -> pd.DataFrame:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(description="Exact pairwise accuracy of a saved reward model, with a report.", allow_abbrev=False)
+    parser = FlagParser(
+        "python -m pipeline.evaluation", description="Exact pairwise accuracy of a saved reward model, with a report."
+    )
     parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
     parser.add_argument("--data", required=True, help="ranked or pairwise file, or a saved DatasetDict directory")
     parser.add_argument("--output", help="new folder for eval_results.json, summary.json, pairs.jsonl, report.md/png")
@@ -114,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         pairs = pairs.assign(from_training_prompt=overlap.mask)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_reward_model(args.model)
+    check_format(model.config, args.model)  # conversations rendered as the model was trained
     max_length = model_max_length(args.max_length, model.to(device), tokenizer, args.model)
     base = load_reward_model(args.base_model)[0].to(device) if args.base_model else None
     if overlap.warning():  # once everything is checked, just before scoring

@@ -97,6 +97,29 @@ def summarize(
                 "accuracy": float(correct[mask].mean()), "ci95": [b_low, b_high], "num_pairs": int(mask.sum()),
             }  # fmt: skip
     result.update(listwise(pairs, correct, tie))
+    result["length"] = length_bias(pairs, chosen_scores, rejected_scores)
+    return result
+
+
+def length_bias(pairs: pd.DataFrame, chosen_scores: np.ndarray, rejected_scores: np.ndarray) -> dict[str, Any]:
+    """How much the scores follow answer length (characters): Spearman's correlation of score and length over the
+    answers, and accuracy on the pairs whose chosen answer is the longer one and on those where it is the shorter
+    one (equal lengths in neither). Their mean is the length-controlled accuracy: 0.5 for "longer answer wins"."""
+    chosen_len = pairs["chosen"].str.len().to_numpy(dtype=np.float64)
+    rejected_len = pairs["rejected"].str.len().to_numpy(dtype=np.float64)
+    scores = pd.Series(np.concatenate([chosen_scores, rejected_scores]), dtype=np.float64)
+    lengths = pd.Series(np.concatenate([chosen_len, rejected_len]))
+    rho = scores.corr(lengths, method="spearman") if len(scores) > 2 else float("nan")
+    correct, _ = pair_outcomes(chosen_scores, rejected_scores)
+    result: dict[str, Any] = {"spearman_score_length": None if np.isnan(rho) else float(rho)}
+    accuracies = []
+    for name, mask in (("chosen_longer", chosen_len > rejected_len), ("chosen_shorter", chosen_len < rejected_len)):
+        accuracy = float(correct[mask].mean()) if mask.any() else None
+        result[f"accuracy_{name}"] = accuracy
+        result[f"pairs_{name}"] = int(mask.sum())
+        accuracies.append(accuracy)
+    both = all(a is not None for a in accuracies)
+    result["length_controlled_accuracy"] = float(np.mean(accuracies)) if both else None
     return result
 
 

@@ -22,14 +22,17 @@ def metrics_table(report: dict[str, Any]) -> list[str]:
     """The Markdown table of the reward model and its baselines (also in the model card)."""
     rows = {"reward model": report["model"], **report["baselines"]}
     lines = [
-        "| scorer | accuracy | 95% CI | ties | gap 1 | gap 2 | gap 3+ | Kendall tau | top-1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| scorer | accuracy | 95% CI | ties | gap 1 | gap 2 | gap 3+ | Kendall tau | top-1 | length-controlled "
+        "accuracy | ρ(score, length) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         gaps = [_fmt(r["by_rank_gap"].get(g, {}).get("accuracy")) for g in ("1", "2", "3+")]
+        length = r.get("length", {})
         lines.append(
             f"| {name} | {r['pairwise_accuracy']:.3f} | {r['ci95'][0]:.3f}–{r['ci95'][1]:.3f} | {r['num_ties']} | "
-            f"{' | '.join(gaps)} | {_fmt(r['kendall_tau'])} | {_fmt(r['top1_accuracy'])} |"
+            f"{' | '.join(gaps)} | {_fmt(r['kendall_tau'])} | {_fmt(r['top1_accuracy'])} | "
+            f"{_fmt(length.get('length_controlled_accuracy'))} | {_fmt(length.get('spearman_score_length'))} |"
         )
     return lines
 
@@ -63,7 +66,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         *overlap,
         "Pairwise accuracy = pairs where the preferred answer scores strictly higher / all pairs (ties count as "
-        "wrong). Intervals: 95% bootstrap over prompts. Baselines are scored on the same pairs.",
+        "wrong). Intervals: 95% bootstrap over prompts. Baselines are scored on the same pairs. Length-controlled "
+        "accuracy = the mean of the accuracy on pairs whose preferred answer is the longer one and on pairs where it "
+        "is the shorter one (0.5 for \"longer answer wins\"); ρ = Spearman's correlation of score and answer length.",
         "",
         *metrics_table(report),
     ]

@@ -1,3 +1,11 @@
-from pipeline.score.cli import main
+from pipeline.core.errors import cli_entry
 
-main()
+
+@cli_entry
+def run() -> None:
+    from pipeline.score.cli import main  # imported here: Ctrl-C while torch and transformers load is one line too
+
+    main()
+
+
+run()

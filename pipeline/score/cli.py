@@ -12,13 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.core.errors import UserError, cli_entry
+from pipeline.core.errors import FlagParser, UserError, cli_entry
 from pipeline.core.files import atomic_file, check_output_file
 from pipeline.data.conversation import check_format
 from pipeline.model.scorer import PRECISIONS, RewardScorer
@@ -27,16 +27,6 @@ OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 # The least each number flag may be: below 8 tokens max_length leaves no room for [CLS] prompt [SEP] response [SEP]
 # (below 3 the tokenizer cannot even truncate, and silently scores something else); as in python -m pipeline.evaluation.
 FLAG_MINIMUMS = {"max_length": 8, "max_tokens": 1, "batch_size": 1, "num_threads": 1}
-
-
-class _Parser(argparse.ArgumentParser):
-    """Flag errors as the one-line `error:` of every user error (no usage dump), and no abbreviated flags."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message} (see python -m pipeline.score --help)")
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -158,8 +148,9 @@ def _merge_shards(scores: np.ndarray) -> np.ndarray:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(
-        description="Score (prompt, response) rows with a saved reward model; writes the rows plus a score column."
+    parser = FlagParser(
+        "python -m pipeline.score",
+        description="Score (prompt, response) rows with a saved reward model; writes the rows plus a score column.",
     )
     parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
     parser.add_argument("--input", required=True, help="CSV, TSV, JSONL, JSON or Parquet file with prompt and response")

@@ -24,7 +24,7 @@ from pipeline.core import hub
 from pipeline.core.errors import UserError
 from pipeline.data.cli import main as data_main
 from pipeline.model.loading import load_reward_model
-from pipeline.recipe.config import parse_recipe
+from pipeline.recipe.parser import parse_recipe
 from pipeline.train import main as train_main
 from pipeline.train import push_phase
 

@@ -319,3 +319,31 @@ def test_training_refuses_a_foreign_output_dir_before_any_work(tmp_path: Path) -
         f"a whole when saving, so choose a new folder for it, e.g. {target / 'reward_model'}, or empty that one"
     ]
     assert (target / "notes.txt").read_text() == "a day of notes"
+
+
+def test_a_second_run_on_the_same_output_stops_at_once_and_a_finished_one_leaves_it_free(tmp_path: Path) -> None:
+    from pipeline.core.files import exclusive_output
+
+    target = tmp_path / "reward_model"
+    with exclusive_output(target, "output_dir"):
+        with pytest.raises(UserError, match=r"output_dir .*reward_model is in use by another run \(lock .*\.lock\)"):
+            with exclusive_output(target, "output_dir"):
+                pass
+    with exclusive_output(target, "output_dir"):  # released with the first run
+        pass
+
+
+def test_training_refuses_an_output_dir_another_run_holds(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from helpers import write_recipe
+
+    from pipeline import train
+    from pipeline.core.files import exclusive_output
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, tmp_path / "reward_model")
+    with exclusive_output((tmp_path / "reward_model").resolve(), "output_dir"):
+        with pytest.raises(SystemExit) as exit_info:
+            train.main(["--config", str(recipe)])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: output_dir ") and "is in use by another run" in line
+    assert not (tmp_path / "reward_model").exists()

@@ -68,3 +68,28 @@ def test_length_baselines() -> None:
     shorter = summarize(pairs, *length_scores(pairs, longer_wins=False), n_boot=50)
     assert longer["pairwise_accuracy"] == 0.5 and shorter["pairwise_accuracy"] == 0.5
     assert longer["num_ties"] == 0
+
+
+def test_length_bias_on_hand_computed_pairs() -> None:
+    from pipeline.evaluation.metrics import length_bias
+
+    pairs = pd.DataFrame(
+        {
+            "prompt": ["p"] * 4,
+            "chosen": ["aaaa", "bb", "cccccc", "d"],  # chosen longer, shorter, longer, shorter
+            "rejected": ["x", "yyyy", "z", "wwwwww"],
+        }
+    )
+    # Right on pair 1 and 2 (one longer, one shorter chosen), wrong on 3 (longer chosen) and 4 (shorter chosen).
+    chosen, rejected = np.array([2.0, 3.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0])
+    result = length_bias(pairs, chosen, rejected)
+    assert result["accuracy_chosen_longer"] == 0.5 and result["pairs_chosen_longer"] == 2
+    assert result["accuracy_chosen_shorter"] == 0.5 and result["pairs_chosen_shorter"] == 2
+    assert result["length_controlled_accuracy"] == 0.5
+    # "Longer answer wins" follows length exactly: rho = 1, and length-controlled accuracy is 0.5 whatever the data.
+    longer = length_bias(pairs, *length_scores(pairs, longer_wins=True))
+    assert longer["spearman_score_length"] == pytest.approx(1.0)
+    assert longer["accuracy_chosen_longer"] == 1.0 and longer["accuracy_chosen_shorter"] == 0.0
+    assert longer["length_controlled_accuracy"] == 0.5
+    # No pair where chosen is shorter: that accuracy and the controlled one are unknown, not made up.
+    assert length_bias(pairs.iloc[[0, 2]], chosen[[0, 2]], rejected[[0, 2]])["length_controlled_accuracy"] is None

@@ -10,7 +10,7 @@ import torch
 from helpers import REPO
 
 from pipeline.core.errors import UserError
-from pipeline.recipe.config import parse_recipe
+from pipeline.recipe.parser import parse_recipe
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 
