@@ -146,6 +146,15 @@ def _merge_shards(scores: np.ndarray) -> np.ndarray:
     return merged
 
 
+def _finish_processes() -> None:
+    """Every process waits for the main one's output, then leaves the process group together: a process that
+    exits while another still uses the group can abort it (and the launcher then kills the rest)."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     parser = FlagParser(
@@ -217,13 +226,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     if processes > 1:
         scores = _merge_shards(scores)
-        if rank != 0:
-            return  # the main process writes the one output
-    frame = rows.frame
-    frame[args.score_column] = scores
-    if args.rank:
-        frame[f"{args.score_column}_rank"] = per_prompt_rank(prompts, scores)
-    write_output(frame, target, kind)
+    try:
+        if rank == 0:  # the main process writes the one output
+            frame = rows.frame
+            frame[args.score_column] = scores
+            if args.rank:
+                frame[f"{args.score_column}_rank"] = per_prompt_rank(prompts, scores)
+            write_output(frame, target, kind)
+    finally:
+        if processes > 1:
+            _finish_processes()
+    if rank != 0:
+        return
     truncated = int(truncated.sum())
     note = f"; {truncated} longer than max_length {scorer.max_length} were truncated" if truncated else ""
     print(
