@@ -155,8 +155,7 @@ def _finish_processes() -> None:
     dist.destroy_process_group()
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> FlagParser:
     parser = FlagParser(
         "python -m pipeline.score",
         description="Score (prompt, response) rows with a saved reward model; writes the rows plus a score column.",
@@ -176,7 +175,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, help="most sequences per batch (default 64 on CPU, 512 on GPU)")
     parser.add_argument("--num_threads", type=int, help="CPU threads (default: all available cores)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _load_scorer(args: argparse.Namespace, device: str) -> RewardScorer:
+    """The scorer, on this process's share of the cores, checked against what the user asked before any scoring."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine share its cores
+    default = max(1, cores // local) if local > 1 else max(torch.get_num_threads(), cores)
+    torch.set_num_threads(args.num_threads or default)
+    scorer = RewardScorer.from_pretrained(
+        args.model,
+        precision=args.precision,
+        device=device,
+        max_length=args.max_length,
+        max_tokens=args.max_tokens,
+        batch_size=args.batch_size,
+    )
+    _check_max_length(args.max_length, _position_limit(scorer.model.config), args.model)  # a Hub model's limit
+    check_format(scorer.model.config, args.model)  # conversations rendered as the model was trained
+    if args.standardize and scorer.reward_stats is None:
+        scorer.standardize(np.zeros(0))  # raises the one-line error before any scoring
+    return scorer
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
 
     # Everything a user typed is checked before the input is read and the model loaded.
     _check_numbers(args)
@@ -199,23 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts, responses = rows.texts(prompt_col, role="prompt"), rows.texts(response_col)
 
     rank, processes, device = _processes(args.device)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(
-        args.num_threads or max(1, cores // local) if local > 1 else max(torch.get_num_threads(), cores)
-    )
-    scorer = RewardScorer.from_pretrained(
-        args.model,
-        precision=args.precision,
-        device=device,
-        max_length=args.max_length,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
-    )
-    _check_max_length(args.max_length, _position_limit(scorer.model.config), args.model)  # a Hub model's limit
-    check_format(scorer.model.config, args.model)  # conversations rendered as the model was trained
-    if args.standardize and scorer.reward_stats is None:
-        scorer.standardize(np.zeros(0))  # raises the one-line error before any scoring
+    scorer = _load_scorer(args, device)
     scores, truncated = scorer.score(
         prompts,
         responses,
