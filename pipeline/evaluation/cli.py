@@ -21,7 +21,7 @@ from pipeline.data.report import DataReport
 from pipeline.evaluation.accuracy import build_report, evaluate_pairs
 from pipeline.evaluation.overlap import Overlap, model_data_report, training_overlap
 from pipeline.evaluation.report import write_report
-from pipeline.model.loading import default_max_length, load_reward_model
+from pipeline.model.loading import check_max_length, default_max_length, load_reward_model, position_limit
 
 # All an --output holds after this command: such a folder is an earlier report, replaced as a whole.
 OWN_FILES = ("eval_results.json", "summary.json", "pairs.jsonl", "report.md", "report.png")
@@ -60,11 +60,7 @@ def model_max_length(requested: int | None, model: torch.nn.Module, tokenizer, m
     """--max_length, or the model's default; never more than the model has positions for."""
     if requested is None:
         return default_max_length(model, tokenizer)
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions and requested > positions:
-        raise UserError(
-            f"--max_length {requested} is more than the {positions} positions of {model_name}; use at most {positions}"
-        )
+    check_max_length(requested, position_limit(model.config), model_name)
     return requested
 
 

@@ -68,7 +68,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "Pairwise accuracy = pairs where the preferred answer scores strictly higher / all pairs (ties count as "
         "wrong). Intervals: 95% bootstrap over prompts. Baselines are scored on the same pairs. Length-controlled "
         "accuracy = the mean of the accuracy on pairs whose preferred answer is the longer one and on pairs where it "
-        "is the shorter one (0.5 for \"longer answer wins\"); ρ = Spearman's correlation of score and answer length.",
+        'is the shorter one (0.5 for "longer answer wins"); ρ = Spearman\'s correlation of score and answer length.',
         "",
         *metrics_table(report),
     ]

@@ -4,6 +4,7 @@ torch and transformers (no datasets, evaluate or trl), so scoring from Python ru
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -30,6 +31,22 @@ def load_reward_model(model_dir: str) -> tuple[PreTrainedModel, PreTrainedTokeni
     if model.config.num_labels != 1:
         raise UserError(f"{model_dir}: the model has num_labels={model.config.num_labels}; a reward model has 1")
     return model, tokenizer
+
+
+def position_limit(config: Any) -> int | None:
+    """How many tokens the model can read (its position embeddings), or None when its config (a config object or
+    config.json's dict) does not say."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    limit = get("max_position_embeddings") or get("n_positions")
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+
+def check_max_length(max_length: int | None, limit: int | None, model: str) -> None:
+    """A --max_length the model cannot read is a one-line error (every command that takes the flag)."""
+    if max_length is not None and limit is not None and max_length > limit:
+        raise UserError(
+            f"--max_length {max_length} is above what the model {model} can read ({limit} tokens); use at most {limit}"
+        )
 
 
 def default_max_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:

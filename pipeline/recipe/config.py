@@ -123,10 +123,10 @@ class PipelineRewardConfig(RewardConfig):
 
 RECIPE_DATACLASSES = (ScriptArguments, PipelineRewardConfig, ModelConfig)
 
+
 class Recipe(NamedTuple):
     """A parsed, validated recipe; unpacks as (script, training, model)."""
 
     script: ScriptArguments
     training: PipelineRewardConfig
     model: ModelConfig
-

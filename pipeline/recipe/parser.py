@@ -313,4 +313,3 @@ def parse_recipe(argv: Sequence[str] | None = None, page: HelpPage = TRAIN_HELP,
     if trains:
         check_trainer_keys(parsed[1], sources)
     return Recipe(*parsed)
-

@@ -21,6 +21,7 @@ import torch
 from pipeline.core.errors import FlagParser, UserError, cli_entry
 from pipeline.core.files import atomic_file, check_output_file
 from pipeline.data.conversation import check_format
+from pipeline.model.loading import check_max_length, position_limit
 from pipeline.model.scorer import PRECISIONS, RewardScorer
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
@@ -36,24 +37,10 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag} must be at least {least} (got {value}); leave it out for the default")
 
 
-def _position_limit(config: Any) -> int | None:
-    """How many tokens the model can read (its position embeddings), or None when its config does not say."""
-    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
-    limit = get("max_position_embeddings") or get("n_positions")
-    return int(limit) if isinstance(limit, int) and limit > 0 else None
-
-
-def _check_max_length(max_length: int | None, limit: int | None, model: str) -> None:
-    if max_length is not None and limit is not None and max_length > limit:
-        raise UserError(
-            f"--max_length {max_length} is above what the model {model} can read ({limit} tokens); use at most {limit}"
-        )
-
-
 def _local_position_limit(model: str) -> int | None:
     """The limit from a local model's config.json, read before loading the model (None for a Hub id)."""
     try:
-        return _position_limit(json.loads((Path(model) / "config.json").read_text()))
+        return position_limit(json.loads((Path(model) / "config.json").read_text()))
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -192,7 +179,7 @@ def _load_scorer(args: argparse.Namespace, device: str) -> RewardScorer:
         max_tokens=args.max_tokens,
         batch_size=args.batch_size,
     )
-    _check_max_length(args.max_length, _position_limit(scorer.model.config), args.model)  # a Hub model's limit
+    check_max_length(args.max_length, position_limit(scorer.model.config), args.model)  # a Hub model's limit
     check_format(scorer.model.config, args.model)  # conversations rendered as the model was trained
     if args.standardize and scorer.reward_stats is None:
         scorer.standardize(np.zeros(0))  # raises the one-line error before any scoring
@@ -212,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     kind = OUTPUT_FORMATS.get(target.suffix.lower())
     if kind is None:
         raise UserError(f"--output {target}: unknown format {target.suffix!r}; use .csv, .tsv or .jsonl")
-    _check_max_length(args.max_length, _local_position_limit(args.model), args.model)
+    check_max_length(args.max_length, _local_position_limit(args.model), args.model)
     from pipeline.data import read_rows
 
     rows = read_rows(source)

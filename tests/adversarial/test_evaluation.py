@@ -60,8 +60,14 @@ FLAG_CASES = {
     "max_length 7": (["--max_length", "7"], "error: --max_length must be at least 8 tokens (got 7)"),
     "negative max_length": (["--max_length", "-512"], "error: --max_length must be at least 8 tokens (got -512)"),
     "float max_length": (["--max_length", "128.5"], "error: argument --max_length: invalid int value: '128.5'"),
-    "max_length over positions": (["--max_length", "513"], "error: --max_length 513 is more than the 512 positions"),
-    "huge max_length": (["--max_length", "1000000"], "error: --max_length 1000000 is more than the 512 positions"),
+    "max_length over positions": (
+        ["--max_length", "513"],
+        "error: --max_length 513 is above what the model {model} can read (512 tokens); use at most 512",
+    ),
+    "huge max_length": (
+        ["--max_length", "1000000"],
+        "error: --max_length 1000000 is above what the model {model} can read (512 tokens); use at most 512",
+    ),
     "abbreviated flag": (["--batch", "4"], "error: unrecognized arguments: --batch 4"),
     "unknown flag": (["--learning_rate", "1"], "error: unrecognized arguments: --learning_rate 1"),
 }
@@ -72,7 +78,7 @@ def test_bad_flags_are_one_line_errors_naming_the_flag(case, capsys, tiny_model_
     extra, expected = FLAG_CASES[case]
     out = tmp_path / "eval"
     err = refused(capsys, "--model", str(tiny_model_dir), "--data", str(data), "--output", str(out), *extra)
-    assert err.startswith(expected), err
+    assert err.startswith(expected.replace("{model}", str(tiny_model_dir))), err
     assert not out.exists() and not list(tmp_path.glob(".eval*"))
 
 
