@@ -114,7 +114,7 @@ def load_scorers(args: argparse.Namespace) -> list:
     import torch
 
     from pipeline.data.conversation import check_format
-    from pipeline.model.loading import check_max_length, load_reward_model, position_limit
+    from pipeline.model.loading import check_max_length, default_max_length, load_reward_model
     from pipeline.model.scorer import RewardScorer, resolve_device
 
     names = [d.strip() for d in args.devices.split(",")]
@@ -126,7 +126,8 @@ def load_scorers(args: argparse.Namespace) -> list:
     devices = [resolve_device(name) for name in names]  # a device that is not there is a one-line error
     model, tokenizer = load_reward_model(args.model)
     check_format(model.config, f"--model {args.model}")
-    check_max_length(args.max_length, position_limit(model.config), args.model)
+    # The server's bound stays the tokenizer's too: it never scores past what the model's tokenizer was saved for.
+    check_max_length(args.max_length, default_max_length(model, tokenizer), args.model)
     models = [model] + [copy.deepcopy(model) for _ in devices[1:]]  # copied before the first is moved to its device
     options = {"precision": args.precision, "max_length": args.max_length}
     options.update(max_tokens=args.max_tokens, batch_size=args.batch_size)
