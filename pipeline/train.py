@@ -15,13 +15,15 @@ if __package__ in (None, ""):
     # `accelerate launch pipeline/train.py` puts pipeline/ (not the repo) first on sys.path.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.core.errors import EXIT_INTERRUPTED, INTERRUPTED_RESUMABLE  # noqa: E402 - light: no torch yet
+
 
 def _interrupted_while_loading(kind: type[BaseException], value: BaseException, traceback: object) -> None:
     # Ctrl-C before main() runs (torch and transformers take seconds to import): the same line as during the run.
     if issubclass(kind, KeyboardInterrupt):
-        sys.stderr.write("\ninterrupted; rerun the same command to resume\n")
+        sys.stderr.write(f"\n{INTERRUPTED_RESUMABLE}\n")
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(EXIT_INTERRUPTED)
     sys.__excepthook__(kind, value, traceback)
 
 
@@ -33,7 +35,7 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from pipeline.core.errors import INTERRUPTED_RESUMABLE, UserError, cli_entry  # noqa: E402
+from pipeline.core.errors import UserError, cli_entry  # noqa: E402
 from pipeline.core.files import exclusive_output  # noqa: E402
 from pipeline.core.hub import push_folder  # noqa: E402
 from pipeline.data import push_dataset  # noqa: E402
