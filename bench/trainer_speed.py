@@ -3,12 +3,14 @@
     python bench/trainer_speed.py [--epochs 1] [--k4_prompts 300] [--hh PATH]
 
 (a) stock: `RewardTrainer` used as TRL's docs show, on text columns (prompt, chosen, rejected), with the settings it
-    needs to run here at all: `eos_token="[SEP]"` (DistilBERT has none), `bf16=False` (CPU), `max_length=512`
+    needs to run here at all: `eos_token="[SEP]"` (DistilBERT has none), bf16 only where native (`use_cpu` on CPU-only
+    machines, transformers' condition for bf16 there), `max_length=512`
     (DistilBERT's limit; TRL drops longer pairs). Everything else is TRL's default (activation checkpointing on,
     random batches).
 (b) ours, `objective: pairwise`; (c) ours, `objective: ranking`. Both with the recipe defaults of this repo
 (length-grouped batches, each batch's forward run as near-equal-length pieces on CPU); "pairwise-random" is (b)
-with random batches and "pairwise-unchunked" (b) with one padded forward per batch, to show what each is worth.
+with random batches and "pairwise-unchunked" (b) with one padded forward per batch, to show what each is worth;
+"pairwise-fp32" is (b) with `bf16: false` (the recipe's `bf16: auto` picks bf16 where the hardware has it).
 All three: the embedded pretrained DistilBERT, same data, seed, epochs, learning rate and batch size (pairs for a/b,
 prompts for c). Also measured: the unpadded forward+backward ceiling of the same model and precision (fp32) on the
 same training sequences, one sequence at a time and in equal-length batches (8 rows; up to 4,096 tokens / 64 rows).
@@ -36,6 +38,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed  # noqa: E402
 from trl import RewardConfig, RewardTrainer  # noqa: E402
 
+from pipeline.core.precision import native_bf16  # noqa: E402
 from pipeline.data import build_dataset  # noqa: E402
 from pipeline.evaluation.accuracy import evaluate_pairs  # noqa: E402
 from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
@@ -99,7 +102,8 @@ def run_variant(name: str, base: str, data: Path, epochs: float, batch: int, wor
         stock_args = RewardConfig(
             output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=batch, learning_rate=5e-5,
             warmup_steps=0.1, weight_decay=0.01, seed=42, logging_steps=10, report_to="none", disable_tqdm=True,
-            save_strategy="no", eos_token="[SEP]", bf16=False, max_length=512,
+            save_strategy="no", eos_token="[SEP]", bf16=native_bf16()[0], use_cpu=not torch.cuda.is_available(),
+            max_length=512,
         )  # fmt: skip
         trainer = RewardTrainer(
             model=model, args=stock_args, processing_class=tokenizer,
@@ -108,7 +112,7 @@ def run_variant(name: str, base: str, data: Path, epochs: float, batch: int, wor
     else:
         encoded = encode_preference_pairs(tokenizer, train, 512)
         sampling = "random" if name.endswith("random") else "group_by_length"
-        args = config(out, epochs, batch, train_sampling_strategy=sampling,
+        args = config(out, epochs, batch, train_sampling_strategy=sampling, bf16=False if "fp32" in name else None,
                       length_chunked_forward=not name.endswith("unchunked"))  # fmt: skip
         if name == "ranking":
             trainer = RankingRewardTrainer(model=model, args=args, train_dataset=ranking_dataset(train, encoded),
@@ -127,6 +131,7 @@ def run_variant(name: str, base: str, data: Path, epochs: float, batch: int, wor
         accuracy = evaluate_pairs(trainer.model, tokenizer, test, 512)["pairwise_accuracy"]
     return {
         "variant": name,
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
         "data": data.name,
         "epoch_s": wall / epochs,
         "real_tokens_per_s": tokens / wall,
@@ -136,8 +141,9 @@ def run_variant(name: str, base: str, data: Path, epochs: float, batch: int, wor
     }
 
 
-def ceiling(base: str, data: Path, limit: int = 600) -> dict:
-    """Unpadded fp32 forward+backward tokens/s on training sequences: batch 1, and equal-length batches of 8."""
+def ceiling(base: str, data: Path, limit: int = 600, precision: str = "fp32") -> dict:
+    """Unpadded forward+backward tokens/s on training sequences (fp32, or under bf16 autocast): batch 1, and
+    equal-length batches of 8 and of up to 4,096 tokens."""
     dataset, _ = build_dataset(data, test_size=0.2, split_seed=42)
     train = dataset["train"].to_pandas()
     tokenizer = AutoTokenizer.from_pretrained(base, truncation_side="left", model_max_length=512)
@@ -150,7 +156,9 @@ def ceiling(base: str, data: Path, limit: int = 600) -> dict:
 
     def step(batch: list[list[int]]) -> int:
         x = torch.tensor(batch)
-        model(input_ids=x, attention_mask=torch.ones_like(x)).logits.sum().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        logits.float().sum().backward()
         model.zero_grad(set_to_none=True)
         return x.numel()
 
@@ -168,7 +176,7 @@ def ceiling(base: str, data: Path, limit: int = 600) -> dict:
         batches = [b[i : i + rows(n)] for n, b in buckets.items() for i in range(0, len(b), rows(n))]
         started, tokens = time.perf_counter(), sum(step(b) for b in batches)
         rates[name] = tokens / (time.perf_counter() - started)
-    return {"data": data.name, "sequences": len(ids), "batch1_tokens_per_s": single, **rates,
+    return {"data": data.name, "precision": precision, "sequences": len(ids), "batch1_tokens_per_s": single, **rates,
             "ceiling_tokens_per_s": max(single, *rates.values())}  # fmt: skip
 
 
@@ -181,6 +189,7 @@ def main() -> None:
     parser.add_argument("--skip_hh", action="store_true")
     parser.add_argument("--variants", default="stock,pairwise,pairwise-random,pairwise-unchunked,ranking")
     parser.add_argument("--no_ceiling", action="store_true", help="skip the fwd+bwd ceiling measurement")
+    parser.add_argument("--ceilings", default="fp32", help="precisions of the ceiling: fp32,bf16")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/trainer_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -192,8 +201,8 @@ def main() -> None:
         if not args.skip_hh and args.hh.is_file():
             sets.append(args.hh)
         for data in sets:
-            if not args.no_ceiling:
-                ceilings.append(ceiling(base, data))
+            for precision in [] if args.no_ceiling else args.ceilings.split(","):
+                ceilings.append(ceiling(base, data, precision=precision))
                 print(ceilings[-1], flush=True)
             for name in args.variants.split(","):
                 rows.append(run_variant(name, base, data, args.epochs, args.batch, work))
@@ -203,23 +212,25 @@ def main() -> None:
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| data | variant | s/epoch | speed-up vs stock | real tokens/epoch | real tokens/s | held-out acc |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| data | variant | precision | s/epoch | vs stock | real tokens/epoch | real tokens/s | held-out acc |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         stock = next((x for x in rows if x["data"] == r["data"] and x["variant"] == "stock"), None)
         speedup = f"{stock['epoch_s'] / r['epoch_s']:.2f}x" if stock else "n/a"
         print(
-            f"| {r['data']} | {r['variant']} | {r['epoch_s']:.1f} | {speedup} "
+            f"| {r['data']} | {r['variant']} | {r['precision']} | {r['epoch_s']:.1f} | {speedup} "
             f"| {r['real_tokens_per_epoch']:.0f} | {r['real_tokens_per_s']:.0f} | {r['held_out_accuracy']:.3f} |"
         )
-    print("\n| data | fwd+bwd ceiling, batch 1 | equal-len x8 | equal-len ≤4096 tok | ours pairwise / ceiling |")
-    print("|---|---|---|---|---|")
+    print("\n| data | precision | fwd+bwd ceiling, batch 1 | equal-len x8 | equal-len ≤4096 tok | ours / ceiling |")
+    print("|---|---|---|---|---|---|")
     for c in ceilings:
-        ours = next(x for x in rows if x["data"] == c["data"] and x["variant"] == "pairwise")
+        ours = [x for x in rows if x["data"] == c["data"] and x["variant"].startswith("pairwise")
+                and x["precision"] == c["precision"] and "random" not in x["variant"]]  # fmt: skip
+        ratio = ", ".join(f"{x['variant']} {x['real_tokens_per_s'] / c['ceiling_tokens_per_s']:.2f}" for x in ours)
         print(
-            f"| {c['data']} | {c['batch1_tokens_per_s']:.0f} | {c['equal_length_batches_tokens_per_s']:.0f} "
-            f"| {c['equal_length_4096_token_batches_tokens_per_s']:.0f} "
-            f"| {ours['real_tokens_per_s'] / c['ceiling_tokens_per_s']:.2f} |"
+            f"| {c['data']} | {c['precision']} | {c['batch1_tokens_per_s']:.0f} "
+            f"| {c['equal_length_batches_tokens_per_s']:.0f} | {c['equal_length_4096_token_batches_tokens_per_s']:.0f} "
+            f"| {ratio or 'n/a'} |"
         )
 
 

@@ -28,16 +28,20 @@ def evaluate_pairs(
     batch_size: int = 32,
     progress: bool = False,
     desc: str = "scoring",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Exact pairwise accuracy of `model` on a frame with columns prompt, chosen, rejected.
 
     The model is scored in place (its device and dtype) by the one scoring engine, so the accuracy a run reports
-    comes from the same code as the scores a user gets from `pipeline.score`.
+    comes from the same code as the scores a user gets from `pipeline.score`. `precision` "auto" autocasts where that
+    is native (for references such as the untrained baseline, not for the headline number).
     """
     if pairs.empty:
         raise UserError("no pairs to evaluate")
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
-    scorer = RewardScorer(model, tokenizer, device=None, max_length=max_length, batch_size=batch_size)
+    scorer = RewardScorer(
+        model, tokenizer, device=None, precision=precision, max_length=max_length, batch_size=batch_size
+    )
     scores = scorer.score_ids(encoded.texts.input_ids, progress=progress, desc=desc)
     if not np.isfinite(scores).all():
         bad = int((~np.isfinite(scores)).sum())
@@ -90,11 +94,12 @@ def build_report(
 def reward_statistics(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: EncodedPairs, limit: int, batch_size: int
 ) -> dict[str, float | int]:
-    """Mean and std of the trained model's scores over the training answers, so users can standardise scores."""
+    """Mean and std of the trained model's scores over the training answers, so users can standardise scores.
+    Autocast where native: a standardising constant does not need the last digits."""
     ids = encoded.texts.input_ids
     index = np.arange(len(ids))
     if len(index) > limit:
         index = np.sort(np.random.default_rng(0).choice(index, size=limit, replace=False))
-    scorer = RewardScorer(model, tokenizer, device=None, batch_size=batch_size)
+    scorer = RewardScorer(model, tokenizer, device=None, precision="auto", batch_size=batch_size)
     scores = scorer.score_ids([ids[i] for i in index], progress=True, desc="reward statistics")
     return {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()), "reward_stats_answers": len(index)}

@@ -37,7 +37,10 @@ def evaluate_trained(
     model's device; then the reward statistics over (a sample of) the training answers."""
     evaluate_args = (tokenizer, test_pairs, max_length, batch_size)
     result = evaluate_pairs(model, *evaluate_args, progress=True, desc="held-out pairs")
-    baseline = evaluate_pairs(untrained.to(model.device), *evaluate_args, progress=True, desc="untrained baseline")
+    # A reference, not the headline: scored with autocast where that is native (the trained model's number is fp32).
+    baseline = evaluate_pairs(
+        untrained.to(model.device), *evaluate_args, progress=True, desc="untrained baseline", precision="auto"
+    )
     report = build_report(test_pairs, result, baseline, seed=seed)
     stats = reward_statistics(model, tokenizer, train_encoded, reward_stats_max_answers, batch_size)
     return HeldOutEvaluation(test_pairs, result, report, stats)

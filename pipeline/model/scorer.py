@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.core.errors import UserError
+from pipeline.core.precision import cpu_has_native_bf16
 from pipeline.model.batching import (
     CPU_MAX_BATCH,
     CPU_MAX_PADDING,
@@ -80,12 +81,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but long-standing; absent means no
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto`: fp16 autocast on a CUDA GPU (as fast as bf16 there, with 8x finer rounding, so it keeps more pairwise
     decisions); bf16 on a CPU with bf16 hardware (faster than fp32 there, and the scorer's fp32 last layer and head
@@ -114,7 +109,7 @@ class RewardScorer:
     else fp32).
     `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
     weights). None: score the model in place, on its device and in its dtype, without copying or casting it (how
-    training and evaluation score the model they hold; `precision` must then be "fp32", i.e. no autocast).
+    training and evaluation score the model they hold; autocast only over fp32 weights).
     Scores come back in input order.
     `first_token_only`: for DistilBERT, run the last layer for the first token only (the head reads nothing else;
     same scores, fewer FLOPs; checked once against the model's forward). False: the model's own forward.
@@ -136,8 +131,9 @@ class RewardScorer:
         weights = next(model.parameters())
         self.device = weights.device if in_place else resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        if in_place and self.precision != "fp32":
-            raise ValueError("a model scored in place (device=None) keeps its dtype: use precision='fp32'")
+        if in_place and self.precision != "fp32" and weights.dtype != torch.float32:
+            # Autocast over fp32 weights leaves the model as it is; low-precision weights are scored as they are.
+            raise ValueError("a low-precision model scored in place (device=None) keeps its dtype: use 'fp32'")
         self.tokenizer = tokenizer
         self.model = (model if in_place else model.to(device=self.device, dtype=torch.float32)).eval()
         # The first-token check compares at fp32 tolerance; a low-precision model keeps its own forward.

@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 import torch
 from trl import ModelConfig, RewardConfig
 
+from pipeline.core.precision import native_bf16
+
 
 def key(default: Any, help: str) -> Any:
     """A recipe key: its default and the help text `--help` shows."""
@@ -64,7 +66,9 @@ class ScriptArguments:
     )
     force_push: bool = key(False, "Push / replace an existing model even when the quality gate fails.")
     reward_stats_max_answers: int = key(
-        20000, "Training answers scored (a seeded sample if more) for the stored reward mean/std."
+        2000,
+        "Training answers scored (a seeded sample if more) for the stored reward mean/std (2,000 puts the mean "
+        "within about 0.05 std of the full set's, 95% of the time).",
     )
 
 
@@ -73,11 +77,15 @@ class PipelineRewardConfig(RewardConfig):
     """RewardConfig with defaults that run unchanged on CPU and GPU.
 
     TRL defaults bf16=True (an error on CPU-only machines) and activation checkpointing on (slower, and pointless
-    for a model this small); we pick bf16 only where the device supports it and keep checkpointing off.
+    for a model this small); we pick bf16 only where the hardware runs it natively and keep checkpointing off.
     """
 
     output_dir: str | None = key("reward_model", "Where the trained model, tokenizer and model card are saved.")
-    bf16: bool | None = key(None, "bf16 mixed precision. Unset = on when a bf16-capable GPU is present, off otherwise.")
+    bf16: bool | None = key(
+        None,
+        "bf16 autocast: true, false, or auto (the default, also when unset): on where bf16 is native (a CUDA GPU "
+        "with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. Weights, optimizer and evaluation stay fp32.",
+    )
     activation_checkpointing: bool | None = key(None, "Recompute activations in backward (saves memory, slower).")
     gradient_checkpointing: bool | None = key(None, "Deprecated alias of activation_checkpointing.")
     max_length: int | None = key(512, "Maximum tokens of [CLS] prompt [SEP] answer [SEP]; longer pairs are cut.")
@@ -95,7 +103,15 @@ class PipelineRewardConfig(RewardConfig):
         "bench/RESULTS.md, 'Training speed'); 'random': TRL's default.",
     )
     length_chunked_forward: bool = key(
-        True, "On CPU with one process, run each batch as near-equal-length pieces (less padding, same loss)."
+        True,
+        "On CPU in fp32 with one process, run each batch as near-equal-length pieces (less padding, same loss). "
+        "Not under bf16, whose kernels gain more from whole batches (bench/RESULTS.md, 'Precision').",
+    )
+    length_correlation_penalty: float = key(
+        0.0,
+        "Weight of a penalty on the squared Pearson correlation between rewards and answer lengths (tokens) in "
+        "each batch, so the model does not learn 'longer (or shorter) wins'. 0 = off; measured in bench/RESULTS.md "
+        "('Length control').",
     )
     ddp_find_unused_parameters: bool | None = key(
         False, "DDP: look for parameters without gradients each step (none in these models; slower)."
@@ -107,9 +123,9 @@ class PipelineRewardConfig(RewardConfig):
 
     def __post_init__(self) -> None:
         if self.bf16 is None:
-            self.bf16 = (
-                not self.fp16 and not self.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            )
+            self.bf16 = not self.fp16 and native_bf16(self.use_cpu)[0]
+        if self.bf16 and not torch.accelerator.is_available():
+            self.use_cpu = True  # transformers refuses bf16 without an accelerator unless use_cpu is set
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
         if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -29,6 +29,10 @@ TRAINING_KEYS_IN_HELP = (
 )  # fmt: skip
 
 
+# Keys whose value may be `auto`, i.e. unset: the dataclass decides by hardware.
+AUTO_KEYS = ("bf16",)
+
+
 @dataclass(frozen=True)
 class HelpPage:
     """What `--help` shows for one command: its usage, a description, and the keys worth knowing first (by group)."""
@@ -70,6 +74,8 @@ class RecipeParser(TrlParser):
         raise _ParseError(message)
 
     def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        if action.dest in AUTO_KEYS and arg_string.strip().lower() == "auto":
+            return None  # unset: the dataclass picks by hardware
         try:
             return super()._get_value(action, arg_string)
         except argparse.ArgumentError as err:
@@ -101,6 +107,8 @@ def _kind(action: argparse.Action) -> type | None:
 
 
 def _expected(action: argparse.Action) -> str:
+    if action.dest in AUTO_KEYS:
+        return "true, false or auto"
     if action.choices is not None:
         return "one of " + ", ".join(str(choice) for choice in action.choices)
     names = {int: "an integer", float: "a number", bool: "true or false", dict: "a mapping"}

@@ -84,7 +84,7 @@ def build_data_once(
 
 
 def full_model(trainer, is_main: bool) -> PreTrainedModel | None:
-    """The trained model as one ordinary fp32 module on the main process (None elsewhere).
+    """The trained model as one ordinary fp32 module (no autocast) on the main process (None elsewhere).
 
     DDP keeps a whole copy on every process. FSDP and DeepSpeed shard it: gathering the full state dict is a
     collective every process must join, after which the main process loads it into a plain model to evaluate and save.
@@ -92,7 +92,9 @@ def full_model(trainer, is_main: bool) -> PreTrainedModel | None:
     instead, so the saved model is the one the optimizer trained (as with 1 process).
     """
     if not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-        return trainer.accelerator.unwrap_model(trainer.model) if is_main else None
+        # Without the mixed-precision wrapper: under bf16/fp16 Accelerate wraps forward in autocast, and the held-out
+        # evaluation would score in low precision (ties, changed decisions) instead of the Quick Start's fp32.
+        return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False) if is_main else None
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if trainer.is_deepspeed_enabled:
         from deepspeed.utils import safe_get_full_fp32_param  # only importable where DeepSpeed is installed

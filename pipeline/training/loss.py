@@ -1,4 +1,5 @@
-"""The listwise ranking loss, a pure function of rewards, ranks and groups (the pairwise loss is TRL's own)."""
+"""The listwise ranking loss, a pure function of rewards, ranks and groups (the pairwise loss is TRL's own), and the
+length-control term: the correlation of rewards with answer lengths."""
 
 from __future__ import annotations
 
@@ -27,3 +28,25 @@ def group_ranking_loss(
     loss = (per_group_loss[has_pairs] / per_group_pairs[has_pairs]).mean()
     correct = ((rewards[:, None] > rewards[None, :]) & better).sum()
     return loss, better.sum(), correct
+
+
+def answer_lengths(input_ids: torch.Tensor, attention_mask: torch.Tensor, sep_token_id: int | None) -> torch.Tensor:
+    """Answer tokens of each right-padded `[CLS] prompt [SEP] answer [SEP]` row: those between its first and last
+    [SEP]; the whole row's length where there is no [SEP] (then a prompt's length counts too)."""
+    total = attention_mask.sum(1)
+    if sep_token_id is None:
+        return total.float()
+    is_sep = (input_ids == sep_token_id) & attention_mask.bool()
+    first = is_sep.int().argmax(1)
+    return torch.where(is_sep.any(1), total - first - 2, total).float()
+
+
+def batch_correlation(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of `values` and `lengths` over the batch, differentiable in `values`; 0 when either is
+    constant (no length signal to remove)."""
+    v = values - values.mean()
+    n = lengths - lengths.mean()
+    scale = (v.pow(2).sum() * n.pow(2).sum()).sqrt()
+    if scale.item() < 1e-12:
+        return values.sum() * 0.0
+    return (v * n).sum() / scale

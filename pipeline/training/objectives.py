@@ -22,7 +22,10 @@ class PairwiseRewardTrainer(QRewardTrainer):
     def compute_loss(
         self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ) -> Any:
-        return super().compute_loss(self._reward_forward(model), inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        loss, outputs = super().compute_loss(self._reward_forward(model), inputs, True, num_items_in_batch)
+        loss = loss + self._length_penalty(mode, outputs.logits[:, 0], inputs)
+        return (loss, outputs) if return_outputs else loss
 
 
 class RankingRewardTrainer(QRewardTrainer):
@@ -44,6 +47,7 @@ class RankingRewardTrainer(QRewardTrainer):
         outputs = forward(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         rewards = outputs.logits[:, 0]
         loss, n_pairs, n_correct = group_ranking_loss(rewards, inputs["ranks"], inputs["group"], self.use_margin)
+        loss = loss + self._length_penalty(mode, rewards, inputs)
         self._count_tokens(mode, inputs["attention_mask"])
         with torch.no_grad():
             counts = self.accelerator.gather_for_metrics(torch.stack([n_pairs, n_correct]).view(1, 2)).sum(0)

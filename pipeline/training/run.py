@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from pipeline.core.errors import UserError
+from pipeline.core.precision import native_bf16
 from pipeline.data import DataReport, build_dataset, data_options, dataset_hub_target
 from pipeline.model.encoding import EncodedPairs, encode_preference_pairs
 from pipeline.recipe.config import PipelineRewardConfig, Recipe
@@ -156,6 +157,17 @@ def print_plan(recipe: Recipe, run: RunContext, data: PreparedData, train_set: T
             else:
                 engine = name
     print(f"training: world size {run.world_size} ({engine}) on {args.device.type}, global batch {global_batch} {unit}")
+    print(f"precision: {precision_line(args)}")
+
+
+def precision_line(args: PipelineRewardConfig) -> str:
+    """The training precision and why (logged once)."""
+    native, where = native_bf16(use_cpu=args.device.type == "cpu")
+    if args.bf16:
+        return f"bf16 autocast ({where})" if native else f"bf16 autocast, emulated ({where}; fp32 may be faster)"
+    if args.fp16:
+        return "fp16 autocast"
+    return f"fp32 (bf16 would be native here: {where}; bf16: auto uses it)" if native else f"fp32 ({where})"
 
 
 def check_disk_space(output_dir: Path, model: PreTrainedModel, args: PipelineRewardConfig) -> None:

@@ -20,6 +20,7 @@ from trl import RewardTrainer
 
 from pipeline.training.checkpoints import COMPLETE, delete_old_checkpoints
 from pipeline.training.chunked_forward import LengthChunkedForward
+from pipeline.training.loss import answer_lengths, batch_correlation
 
 
 class EpochSeededLengthGroupedSampler(Sampler[int]):
@@ -86,10 +87,24 @@ class QRewardTrainer(RewardTrainer):
         return super()._get_train_sampler(train_dataset)
 
     def _reward_forward(self, model: torch.nn.Module) -> torch.nn.Module | Callable[..., Any]:
-        """On CPU, one process: the step's forward as near-equal-length pieces (see LengthChunkedForward)."""
+        """On CPU in fp32, one process: the step's forward as near-equal-length pieces (see LengthChunkedForward).
+        Not under autocast: bf16 kernels lose more on small pieces than padding costs (bench/RESULTS.md)."""
         wanted = getattr(self.args, "length_chunked_forward", False)  # a plain RewardConfig has no such key
-        chunk = wanted and self.args.device.type == "cpu" and self.accelerator.num_processes == 1
+        fp32 = not (self.args.bf16 or self.args.fp16)
+        chunk = wanted and fp32 and self.args.device.type == "cpu" and self.accelerator.num_processes == 1
         return LengthChunkedForward(model) if chunk else model
+
+    # -- length control --------------------------------------------------------------------------------------------
+
+    def _length_penalty(self, mode: str, rewards: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+        """`length_correlation_penalty` x the squared correlation of the batch's rewards and answer lengths (each
+        process's own batch); the correlation is logged as `length_correlation` either way."""
+        lengths = answer_lengths(inputs["input_ids"], inputs["attention_mask"], self.processing_class.sep_token_id)
+        correlation = batch_correlation(rewards.float(), lengths)
+        shared = self.accelerator.gather_for_metrics(correlation.detach().view(1)).mean()
+        self._record(mode, length_correlation=shared.item())
+        weight = getattr(self.args, "length_correlation_penalty", 0.0)  # a plain RewardConfig has no such key
+        return weight * correlation.pow(2) if weight else rewards.new_zeros(())
 
     # -- metrics ---------------------------------------------------------------------------------------------------
 

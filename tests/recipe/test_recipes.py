@@ -10,6 +10,7 @@ import torch
 from helpers import REPO
 
 from pipeline.core.errors import UserError
+from pipeline.core.precision import native_bf16
 from pipeline.recipe.parser import parse_recipe
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -25,8 +26,8 @@ def test_every_recipe_parses(recipe: Path) -> None:
     assert model_args.model_name_or_path
     assert Path(script_args.dataset_path).suffix in {".csv", ".tsv", ".jsonl", ".json", ".parquet"}
     assert training_args.max_length <= 512
-    # bf16 only where the device supports it: the same recipe runs on CPU and GPU.
-    assert training_args.bf16 == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    # bf16 only where the hardware runs it natively: the same recipe runs on any CPU and GPU.
+    assert training_args.bf16 == native_bf16()[0]
     assert training_args.activation_checkpointing is False
 
 
@@ -104,3 +105,18 @@ def test_bad_values_are_user_errors(override: list[str], message: str) -> None:
 def test_missing_recipe_file() -> None:
     with pytest.raises(UserError, match="cannot read recipe nope.yaml"):
         parse_recipe(["--config", "nope.yaml"])
+
+
+@pytest.mark.parametrize("where", ["recipe", "command line"])
+def test_bf16_auto_picks_native_bf16_and_other_values_name_the_choices(where: str, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    auto = "bf16: auto\n" if where == "recipe" else ""
+    recipe.write_text(f"model_name_or_path: x\ndataset_path: data/answers.csv\n{auto}")
+    flags = ["--bf16", "auto"] if where == "command line" else []
+    training = parse_recipe(["--config", str(recipe), *flags]).training
+    native, _ = native_bf16()
+    assert training.bf16 == native
+    assert training.use_cpu == (native and not torch.accelerator.is_available())  # transformers' condition for CPU bf16
+    assert parse_recipe(["--config", str(recipe), "--bf16", "false"]).training.bf16 is False
+    with pytest.raises(UserError, match=r"--bf16 expects true, false or auto \(got 'maybe'\)"):
+        parse_recipe(["--config", str(recipe), "--bf16", "maybe"])

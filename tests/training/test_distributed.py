@@ -92,3 +92,29 @@ def test_the_data_step_runs_once_and_a_stale_copy_is_not_used(tmp_path: Path, br
     broadcasts[-1][0] = "train:new,test:new"
     again, _ = build_data_once(build([1, 2, 3], "other"), shared, is_main=False, world_size=2)
     assert calls == ["main", "other"] and again["train"]["a"] == [1, 2, 3]
+
+
+def test_a_model_trained_under_bf16_autocast_is_evaluated_in_fp32(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Accelerate wraps forward in autocast for mixed precision; the model handed to the evaluation must not keep it,
+    or the held-out accuracy would be a bf16 number (ties, flipped pairs) instead of the Quick Start's fp32 one."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from pipeline.model.encoding import encode_preference_pairs
+    from pipeline.recipe.config import PipelineRewardConfig
+    from pipeline.training import PairwiseRewardTrainer, pairwise_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = pd.DataFrame({"prompt": ["why", "how"], "chosen": ["because", "boil it"], "rejected": ["no", "fry"]})
+    args = PipelineRewardConfig(output_dir=str(tmp_path), max_steps=1, bf16=True, report_to="none",
+                                disable_tqdm=True, save_strategy="no")  # fmt: skip
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    dataset = pairwise_dataset(encode_preference_pairs(tokenizer, pairs, 32), None)
+    trainer = PairwiseRewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    trained = full_model(trainer, is_main=True)
+    plain = AutoModelForSequenceClassification.from_config(trained.config)
+    plain.load_state_dict(trained.state_dict())
+    ids = torch.tensor([tokenizer("why is the sky blue", "because of the way air scatters light")["input_ids"]])
+    with torch.no_grad():
+        assert trained.eval()(input_ids=ids).logits.item() == plain.eval()(input_ids=ids).logits.item()

@@ -15,7 +15,9 @@ import pytest
 from helpers import REPO, write_recipe
 
 # 10 steps of 16 pairs (no partial batch anywhere), a checkpoint every 4 steps, random batch order.
-RUN = {"max_steps": 10, "save_steps": 4, "train_sampling_strategy": "random", "per_device_train_batch_size": 16}
+# fp32 everywhere (bf16 auto would pick bf16 on some CPUs): these tests compare runs to float rounding.
+RUN = {"max_steps": 10, "save_steps": 4, "train_sampling_strategy": "random", "per_device_train_batch_size": 16,
+       "bf16": False}  # fmt: skip
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 # Kills the training process with SIGKILL while it writes the checkpoint of step KILL_AT_STEP (model weights
 # written, optimizer not yet): a crash in the worst place, leaving a torn checkpoint behind.
