@@ -50,9 +50,11 @@ VARIANTS: dict[str, list[str]] = {
     "batch16": ["--per_device_train_batch_size", "16"],
     "center0.01": ["--center_rewards_coefficient", "0.01"],
     "trunc-right": ["--truncation_side", "right"],
-    "lenpen0.3": ["--length_correlation_penalty", "0.3"],
-    "lenpen1": ["--length_correlation_penalty", "1"],
-    "lenpen3": ["--length_correlation_penalty", "3"],
+    # length_bias_penalty (squared covariance with standardised length); "lencorr1" in results/ is the squared
+    # correlation with weight 1, the first form tried: it kept the model from learning at all (see RESULTS.md).
+    "lenbias3": ["--length_bias_penalty", "3"],
+    "lenbias10": ["--length_bias_penalty", "10"],
+    "lenbias30": ["--length_bias_penalty", "30"],
 }
 
 

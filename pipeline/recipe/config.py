@@ -107,10 +107,10 @@ class PipelineRewardConfig(RewardConfig):
         "On CPU in fp32 with one process, run each batch as near-equal-length pieces (less padding, same loss). "
         "Not under bf16, whose kernels gain more from whole batches (bench/RESULTS.md, 'Precision').",
     )
-    length_correlation_penalty: float = key(
+    length_bias_penalty: float = key(
         0.0,
-        "Weight of a penalty on the squared Pearson correlation between rewards and answer lengths (tokens) in "
-        "each batch, so the model does not learn 'longer (or shorter) wins'. 0 = off; measured in bench/RESULTS.md "
+        "Weight of a penalty on the squared covariance of rewards with answer length (tokens, standardised within "
+        "each batch), so the model does not learn 'longer (or shorter) wins'. 0 = off; measured in bench/RESULTS.md "
         "('Length control').",
     )
     ddp_find_unused_parameters: bool | None = key(

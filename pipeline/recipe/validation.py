@@ -120,6 +120,8 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
     require("dataset_num_proc", num_proc is None or (_integer(num_proc) and num_proc >= 1), "an integer >= 1")
     center = values["center_rewards_coefficient"]
     require("center_rewards_coefficient", center is None or (_finite(center) and center >= 0), "a number >= 0")
+    penalty = values["length_bias_penalty"]
+    require("length_bias_penalty", _finite(penalty) and penalty >= 0, "a number >= 0 (0 = off)")
     missing = _missing_integrations(values["report_to"])
     require("report_to", not missing, f"'none' or installed integrations ({', '.join(missing)} not installed)")
     # Of trl.ModelConfig only model_name_or_path is used; a PEFT, quantisation or dtype key would be silently ignored.

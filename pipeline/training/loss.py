@@ -50,3 +50,15 @@ def batch_correlation(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     if scale.item() < 1e-12:
         return values.sum() * 0.0
     return (v * n).sum() / scale
+
+
+def length_slope(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Covariance of `values` with the batch's standardised lengths: how far the value moves per standard deviation
+    of length. Unlike the correlation, it shrinks with the values' own spread, so a penalty on it stays small while
+    rewards are still near-constant (early training), where the correlation's gradient is largest and would stop
+    the model from learning anything (bench/RESULTS.md, "Length control")."""
+    spread = lengths.std(unbiased=False)
+    if spread.item() < 1e-12:
+        return values.sum() * 0.0
+    z = (lengths - lengths.mean()) / spread
+    return ((values - values.mean()) * z).mean()

@@ -20,7 +20,7 @@ from trl import RewardTrainer
 
 from pipeline.training.checkpoints import COMPLETE, delete_old_checkpoints
 from pipeline.training.chunked_forward import LengthChunkedForward
-from pipeline.training.loss import answer_lengths, batch_correlation
+from pipeline.training.loss import answer_lengths, batch_correlation, length_slope
 
 
 class EpochSeededLengthGroupedSampler(Sampler[int]):
@@ -97,14 +97,15 @@ class QRewardTrainer(RewardTrainer):
     # -- length control --------------------------------------------------------------------------------------------
 
     def _length_penalty(self, mode: str, rewards: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
-        """`length_correlation_penalty` x the squared correlation of the batch's rewards and answer lengths (each
-        process's own batch); the correlation is logged as `length_correlation` either way."""
+        """`length_bias_penalty` x the squared covariance of the batch's rewards with its standardised answer lengths
+        (each process's own batch); their correlation is logged as `length_correlation` either way."""
         lengths = answer_lengths(inputs["input_ids"], inputs["attention_mask"], self.processing_class.sep_token_id)
-        correlation = batch_correlation(rewards.float(), lengths)
-        shared = self.accelerator.gather_for_metrics(correlation.detach().view(1)).mean()
+        with torch.no_grad():
+            correlation = batch_correlation(rewards.float(), lengths)
+            shared = self.accelerator.gather_for_metrics(correlation.view(1)).mean()
         self._record(mode, length_correlation=shared.item())
-        weight = getattr(self.args, "length_correlation_penalty", 0.0)  # a plain RewardConfig has no such key
-        return weight * correlation.pow(2) if weight else rewards.new_zeros(())
+        weight = getattr(self.args, "length_bias_penalty", 0.0)  # a plain RewardConfig has no such key
+        return weight * length_slope(rewards.float(), lengths).pow(2) if weight else rewards.new_zeros(())
 
     # -- metrics ---------------------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.model.encoding import encode_preference_pairs
 from pipeline.training.examples import GroupCollator, pairwise_dataset, ranking_dataset
-from pipeline.training.loss import answer_lengths, batch_correlation, group_ranking_loss
+from pipeline.training.loss import answer_lengths, batch_correlation, group_ranking_loss, length_slope
 
 
 def padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +53,14 @@ def test_batch_correlation_is_pearsons_and_ignores_scale(pairs, scale, shift) ->
         assert batch_correlation(values * scale + shift, lengths).item() == pytest.approx(r, abs=1e-9)
 
 
+def test_length_slope_is_the_covariance_with_standardised_length() -> None:
+    values, lengths = torch.tensor([1.0, 2.0, 4.0, 3.0]), torch.tensor([10.0, 30.0, 20.0, 40.0])
+    z = (lengths - lengths.mean()) / lengths.std(unbiased=False)
+    assert length_slope(values, lengths).item() == pytest.approx(float(np.cov(values, z, bias=True)[0, 1]), abs=1e-6)
+    assert length_slope(values * 3, lengths).item() == pytest.approx(3 * length_slope(values, lengths).item())
+    assert length_slope(values, torch.full((4,), 7.0)).item() == 0.0
+
+
 def test_batch_correlation_is_zero_with_a_finite_gradient_when_nothing_varies() -> None:
     values = torch.tensor([0.5, 0.5, 0.5], requires_grad=True)
     r = batch_correlation(values, torch.tensor([3.0, 9.0, 4.0]))
@@ -80,7 +88,7 @@ def trainer_for(objective: str, tiny_model_dir, tmp_path, penalty: float, pairs:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     encoded = encode_preference_pairs(tokenizer, pairs, max_length=64)
     args = PipelineRewardConfig(output_dir=str(tmp_path), report_to="none", disable_tqdm=True, bf16=False,
-                                save_strategy="no", length_correlation_penalty=penalty, **overrides)  # fmt: skip
+                                save_strategy="no", length_bias_penalty=penalty, **overrides)  # fmt: skip
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
     if objective == "ranking":
         collator = GroupCollator(tokenizer.pad_token_id)
@@ -106,7 +114,7 @@ def test_penalty_adds_weight_times_squared_correlation_to_the_objectives_loss(
     else:
         chosen, rejected = rewards.chunk(2)
         base = -F.logsigmoid(chosen - rejected).mean()
-    expected = base + 2.5 * batch_correlation(rewards, lengths) ** 2
+    expected = base + 2.5 * length_slope(rewards, lengths) ** 2
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=0)
     assert trainer._metrics["eval"]["length_correlation"]  # logged, penalty or not
 
@@ -137,7 +145,7 @@ def test_penalty_takes_length_out_of_a_model_trained_where_length_decides(tiny_m
             rewards = trainer.model.eval()(input_ids=ids, attention_mask=mask).logits[:, 0]
         return abs(batch_correlation(rewards, lengths).item())
 
-    plain, controlled = correlation_after_training(0.0), correlation_after_training(10.0)
+    plain, controlled = correlation_after_training(0.0), correlation_after_training(300.0)
     print(f"|correlation| plain {plain:.3f}, with the penalty {controlled:.3f}")
     assert plain > 0.5  # the plain model did learn "longer wins"
     assert controlled < plain / 2
