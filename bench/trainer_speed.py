@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hh", type=Path, default=HH)
     parser.add_argument("--skip_hh", action="store_true")
+    parser.add_argument("--skip_k4", action="store_true")
     parser.add_argument("--variants", default="stock,pairwise,pairwise-random,pairwise-unchunked,ranking")
     parser.add_argument("--no_ceiling", action="store_true", help="skip the fwd+bwd ceiling measurement")
     parser.add_argument("--ceilings", default="fp32", help="precisions of the ceiling: fp32,bf16")
@@ -197,7 +198,7 @@ def main() -> None:
     rows, ceilings = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sets = [k4_file(work / "k4.csv", args.k4_prompts)]
+        sets = [] if args.skip_k4 else [k4_file(work / "k4.csv", args.k4_prompts)]
         if not args.skip_hh and args.hh.is_file():
             sets.append(args.hh)
         for data in sets:

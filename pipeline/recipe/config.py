@@ -67,8 +67,8 @@ class ScriptArguments:
     force_push: bool = key(False, "Push / replace an existing model even when the quality gate fails.")
     reward_stats_max_answers: int = key(
         2000,
-        "Training answers scored (a seeded sample if more) for the stored reward mean/std (2,000 puts the mean "
-        "within about 0.05 std of the full set's, 95% of the time).",
+        "Training answers scored (a seeded sample if more) for the stored reward mean/std. With 2,000 the mean "
+        "is within about 0.05 std of the full set's (95 times in 100).",
     )
 
 
@@ -83,8 +83,8 @@ class PipelineRewardConfig(RewardConfig):
     output_dir: str | None = key("reward_model", "Where the trained model, tokenizer and model card are saved.")
     bf16: bool | None = key(
         None,
-        "bf16 autocast: true, false, or auto (the default, also when unset): on where bf16 is native (a CUDA GPU "
-        "with bf16, a CPU with AVX512-BF16 or AMX), fp32 elsewhere. Weights, optimizer and evaluation stay fp32.",
+        "bf16 autocast: true, false or auto. Auto (the default, also when unset) is on where bf16 is native (a CUDA "
+        "GPU with bf16, a CPU with AVX512-BF16 or AMX), off elsewhere. Weights, optimizer and evaluation stay fp32.",
     )
     activation_checkpointing: bool | None = key(None, "Recompute activations in backward (saves memory, slower).")
     gradient_checkpointing: bool | None = key(None, "Deprecated alias of activation_checkpointing.")
