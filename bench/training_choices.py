@@ -55,6 +55,7 @@ VARIANTS: dict[str, list[str]] = {
     "lenbias3": ["--length_bias_penalty", "3"],
     "lenbias10": ["--length_bias_penalty", "10"],
     "lenbias30": ["--length_bias_penalty", "30"],
+    "lenbias100": ["--length_bias_penalty", "100"],
 }
 
 
