@@ -57,8 +57,6 @@ def length_slope(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     of length. Unlike the correlation, it shrinks with the values' own spread, so a penalty on it stays small while
     rewards are still near-constant (early training), where the correlation's gradient is largest and would stop
     the model from learning anything (bench/RESULTS.md, "Length control")."""
-    spread = lengths.std(unbiased=False)
-    if spread.item() < 1e-12:
-        return values.sum() * 0.0
-    z = (lengths - lengths.mean()) / spread
+    # Equal lengths: every deviation is 0, so z and the result are 0 (no host sync, unlike a branch on the spread).
+    z = (lengths - lengths.mean()) / lengths.std(unbiased=False).clamp_min(1e-12)
     return ((values - values.mean()) * z).mean()
