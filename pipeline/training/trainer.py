@@ -18,6 +18,7 @@ from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import RewardTrainer
 
+from pipeline.training.attention import fp32_attention_on_cpu
 from pipeline.training.checkpoints import COMPLETE, delete_old_checkpoints
 from pipeline.training.chunked_forward import LengthChunkedForward
 from pipeline.training.loss import answer_lengths, batch_correlation, length_slope
@@ -134,7 +135,10 @@ class QRewardTrainer(RewardTrainer):
     def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
         # Starts the tokens/s clock with the training loop, so the first log has a rate too.
         self._last_log = (time.perf_counter(), self._total_train_tokens)
-        return super()._inner_training_loop(*args, **kwargs)
+        # Autocast on CPU: attention in fp32 for the loop's duration (see attention.py).
+        autocast_on_cpu = (self.args.bf16 or self.args.fp16) and self.args.device.type == "cpu"
+        with fp32_attention_on_cpu(self.model, autocast_on_cpu):
+            return super()._inner_training_loop(*args, **kwargs)
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
