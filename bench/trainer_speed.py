@@ -232,7 +232,7 @@ def main() -> None:
             for name in args.variants.split(","):
                 if name:
                     rows.append(run_variant(name, base, data, args.epochs, args.batch, work))
-                print(rows[-1], flush=True)
+                    print(rows[-1], flush=True)
     result = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}",
               "epochs": args.epochs, "batch": args.batch, "runs": rows, "ceilings": ceilings}  # fmt: skip
     out = args.out
