@@ -113,6 +113,12 @@ class PipelineRewardConfig(RewardConfig):
         "each batch), so the model does not learn 'longer (or shorter) wins'. 0 = off; measured in bench/RESULTS.md "
         "('Length control').",
     )
+    length_expert: bool = key(
+        False,
+        "Train against a length-only preference model fitted to the training pairs (product of experts): the saved "
+        "model is pushed to learn what answer length does not explain. Off by default; measured in bench/RESULTS.md "
+        "('Length control').",
+    )
     ddp_find_unused_parameters: bool | None = key(
         False, "DDP: look for parameters without gradients each step (none in these models; slower)."
     )

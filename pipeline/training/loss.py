@@ -1,21 +1,28 @@
 """The listwise ranking loss, a pure function of rewards, ranks and groups (the pairwise loss is TRL's own), and the
-length-control term: the correlation of rewards with answer lengths."""
+length controls: the covariance of rewards with answer lengths, and a length-only expert for a product of experts."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
 def group_ranking_loss(
-    rewards: torch.Tensor, ranks: torch.Tensor, group: torch.Tensor, use_margin: bool = False
+    rewards: torch.Tensor,
+    ranks: torch.Tensor,
+    group: torch.Tensor,
+    use_margin: bool = False,
+    offsets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean over groups of the mean over the group's ordered pairs of -log sigmoid(r_better - r_worse [- gap]).
 
-    Ties (equal ranks) form no pair. Returns the loss, the number of pairs and the number ranked correctly.
+    `offsets` (the length expert's log-odds per answer) join the rewards in the loss only. Ties (equal ranks) form
+    no pair. Returns the loss, the number of pairs and the number the rewards alone rank correctly.
     """
     better = (group[:, None] == group[None, :]) & (ranks[:, None] < ranks[None, :])
-    diff = rewards[:, None] - rewards[None, :]
+    scores = rewards if offsets is None else rewards + offsets
+    diff = scores[:, None] - scores[None, :]
     if use_margin:
         diff = diff - (ranks[None, :] - ranks[:, None])
     pair_loss = -F.logsigmoid(diff) * better
@@ -60,3 +67,23 @@ def length_slope(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     # Equal lengths: every deviation is 0, so z and the result are 0 (no host sync, unlike a branch on the spread).
     z = (lengths - lengths.mean()) / lengths.std(unbiased=False).clamp_min(1e-12)
     return ((values - values.mean()) * z).mean()
+
+
+def fit_length_expert(better: np.ndarray, worse: np.ndarray) -> float:
+    """Weight w of the length-only preference model P(better wins) = sigmoid(w * (g(better) - g(worse))), with g =
+    log(1 + answer tokens), by maximum likelihood (Newton's method; a weak Gaussian prior keeps w finite where length
+    alone separates the pairs). 0 when no pair differs in length."""
+    d = np.log1p(np.asarray(better, dtype=np.float64)) - np.log1p(np.asarray(worse, dtype=np.float64))
+    w = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-w * d))
+        step = ((d * (1 - p)).sum() - w) / ((d * d * p * (1 - p)).sum() + 1.0)
+        w += step
+        if abs(step) < 1e-10:
+            break
+    return float(w)
+
+
+def length_expert_offsets(weight: float, lengths: torch.Tensor) -> torch.Tensor:
+    """The length expert's log-odds per answer: weight * log(1 + answer tokens)."""
+    return weight * torch.log1p(lengths)

@@ -23,8 +23,13 @@ class PairwiseRewardTrainer(QRewardTrainer):
         self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ) -> Any:
         mode = "train" if self.model.training else "eval"
+        lengths = self._answer_lengths(inputs)
+        expert = self._length_expert(mode, lengths)
+        if expert is not None:  # TRL's loss is -log sigmoid(r_chosen - r_rejected - margin): the expert goes there
+            chosen, rejected = expert.chunk(2)
+            inputs["margin"] = inputs.get("margin", 0.0) - (chosen - rejected)
         loss, outputs = super().compute_loss(self._reward_forward(model), inputs, True, num_items_in_batch)
-        loss = loss + self._length_penalty(mode, outputs.logits[:, 0], inputs)
+        loss = loss + self._length_penalty(mode, outputs.logits[:, 0], lengths)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -46,8 +51,11 @@ class RankingRewardTrainer(QRewardTrainer):
         forward = self._reward_forward(model)
         outputs = forward(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         rewards = outputs.logits[:, 0]
-        loss, n_pairs, n_correct = group_ranking_loss(rewards, inputs["ranks"], inputs["group"], self.use_margin)
-        loss = loss + self._length_penalty(mode, rewards, inputs)
+        lengths = self._answer_lengths(inputs)
+        loss, n_pairs, n_correct = group_ranking_loss(
+            rewards, inputs["ranks"], inputs["group"], self.use_margin, self._length_expert(mode, lengths)
+        )
+        loss = loss + self._length_penalty(mode, rewards, lengths)
         self._count_tokens(mode, inputs["attention_mask"])
         with torch.no_grad():
             counts = self.accelerator.gather_for_metrics(torch.stack([n_pairs, n_correct]).view(1, 2)).sum(0)

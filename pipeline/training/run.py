@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict
@@ -35,6 +36,7 @@ from pipeline.training import (
 )
 from pipeline.training.checkpoints import dataset_fingerprint, resume_point, run_identity, write_run_file
 from pipeline.training.distributed import build_data_once, decided_by_main, full_model
+from pipeline.training.loss import answer_lengths, fit_length_expert
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class TrainingSet:
     truncated_pairs: int
     answer_truncated_pairs: int
     sequences_per_epoch: int
+    length_expert_weight: float = 0.0  # 0 unless `length_expert`
 
     def stats(self) -> dict[str, int]:
         return {
@@ -119,11 +122,18 @@ def load_tokenizer(recipe: Recipe, run: RunContext) -> PreTrainedTokenizerBase:
 
 
 def training_set(
-    tokenizer: PreTrainedTokenizerBase, split: Dataset, max_length: int, objective: str, use_margin: bool
+    tokenizer: PreTrainedTokenizerBase,
+    split: Dataset,
+    max_length: int,
+    objective: str,
+    use_margin: bool,
+    length_expert: bool = False,
 ) -> TrainingSet:
-    """The train split as the chosen objective's examples: pairs, or whole prompt groups for `ranking`."""
+    """The train split as the chosen objective's examples: pairs, or whole prompt groups for `ranking`; with
+    `length_expert`, the length-only preference model fitted to its pairs."""
     pairs = split.to_pandas()
     encoded = encode_preference_pairs(tokenizer, pairs, max_length)
+    weight = length_expert_weight(encoded, tokenizer.sep_token_id) if length_expert else 0.0
     if objective == "ranking":
         dataset = ranking_dataset(pairs, encoded)
         sequences = sum(len(x) for x in dataset["answer_ids"])
@@ -136,7 +146,22 @@ def training_set(
         truncated_pairs=int(encoded.truncated_pairs.sum()),
         answer_truncated_pairs=int(encoded.answer_truncated_pairs.sum()),
         sequences_per_epoch=int(sequences),
+        length_expert_weight=weight,
     )
+
+
+def length_expert_weight(encoded: EncodedPairs, sep_token_id: int | None, rows: int = 4096) -> float:
+    """The length expert's weight on these pairs, with answer lengths counted as in training (`answer_lengths`)."""
+    ids = encoded.texts.input_ids
+    lengths = []
+    for start in range(0, len(ids), rows):  # padded in slices: one tensor of every row could be large
+        part = ids[start : start + rows]
+        width = max(map(len, part))
+        batch = torch.tensor([x + [0] * (width - len(x)) for x in part])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in part])
+        lengths.append(answer_lengths(batch, mask, sep_token_id).numpy())
+    answer = np.concatenate(lengths)
+    return fit_length_expert(answer[encoded.chosen], answer[encoded.rejected])
 
 
 def print_plan(recipe: Recipe, run: RunContext, data: PreparedData, train_set: TrainingSet) -> None:
@@ -158,6 +183,11 @@ def print_plan(recipe: Recipe, run: RunContext, data: PreparedData, train_set: T
                 engine = name
     print(f"training: world size {run.world_size} ({engine}) on {args.device.type}, global batch {global_batch} {unit}")
     print(f"precision: {precision_line(args)}")
+    if args.length_expert:
+        print(
+            f"length expert: P(a wins over b) = sigmoid({train_set.length_expert_weight:.3f} x (log(1 + answer "
+            "tokens of a) - the same of b)), fitted to the training pairs; the model trains beside it"
+        )
 
 
 def precision_line(args: PipelineRewardConfig) -> str:
@@ -194,8 +224,9 @@ def train_model(recipe: Recipe, run: RunContext, data: PreparedData) -> TrainedM
     """Train (resuming the same run's last complete checkpoint); the trained model on the main process, else None."""
     script = recipe.script
     tokenizer = load_tokenizer(recipe, run)
+    args = recipe.training
     train_set = training_set(
-        tokenizer, data.dataset["train"], recipe.training.max_length, script.objective, script.use_margin
+        tokenizer, data.dataset["train"], args.max_length, script.objective, script.use_margin, args.length_expert
     )
     if run.is_main:
         print_plan(recipe, run, data, train_set)
@@ -219,10 +250,15 @@ def train_model(recipe: Recipe, run: RunContext, data: PreparedData) -> TrainedM
             processing_class=tokenizer,
             data_collator=GroupCollator(tokenizer.pad_token_id),
             use_margin=script.use_margin,
+            length_expert_weight=train_set.length_expert_weight,
         )
     else:
         trainer = PairwiseRewardTrainer(
-            model=model, args=args, train_dataset=train_set.dataset, processing_class=tokenizer
+            model=model,
+            args=args,
+            train_dataset=train_set.dataset,
+            processing_class=tokenizer,
+            length_expert_weight=train_set.length_expert_weight,
         )
     if run.is_main:
         write_run_file(run.checkpoint_dir, identity)

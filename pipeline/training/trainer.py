@@ -21,7 +21,7 @@ from trl import RewardTrainer
 from pipeline.training.attention import fp32_attention_on_cpu
 from pipeline.training.checkpoints import COMPLETE, delete_old_checkpoints
 from pipeline.training.chunked_forward import LengthChunkedForward
-from pipeline.training.loss import answer_lengths, batch_correlation, length_slope
+from pipeline.training.loss import answer_lengths, batch_correlation, length_expert_offsets, length_slope
 
 
 class EpochSeededLengthGroupedSampler(Sampler[int]):
@@ -61,6 +61,10 @@ class QRewardTrainer(RewardTrainer):
     trl_prepares_dataset: ClassVar[bool] = True
     _last_log: tuple[float, int] | None = None  # (time, _total_train_tokens) at the previous training log
 
+    def __init__(self, *args: Any, length_expert_weight: float = 0.0, **kwargs: Any) -> None:
+        self.length_expert_weight = length_expert_weight  # see `_length_expert`; 0 = off
+        super().__init__(*args, **kwargs)
+
     # -- batches ---------------------------------------------------------------------------------------------------
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
@@ -97,10 +101,20 @@ class QRewardTrainer(RewardTrainer):
 
     # -- length control --------------------------------------------------------------------------------------------
 
-    def _length_penalty(self, mode: str, rewards: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
+    def _answer_lengths(self, inputs: dict[str, Any]) -> torch.Tensor:
+        return answer_lengths(inputs["input_ids"], inputs["attention_mask"], self.processing_class.sep_token_id)
+
+    def _length_expert(self, mode: str, lengths: torch.Tensor) -> torch.Tensor | None:
+        """The length-only expert's log-odds per row when training with `length_expert`, else None. They join the
+        rewards in the training loss only (a product of experts), so the model learns what length does not explain
+        and is evaluated and saved alone."""
+        if mode != "train" or not self.length_expert_weight:
+            return None
+        return length_expert_offsets(self.length_expert_weight, lengths)
+
+    def _length_penalty(self, mode: str, rewards: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """`length_bias_penalty` x the squared covariance of the batch's rewards with its standardised answer lengths
         (each process's own batch); their correlation is logged as `length_correlation` either way."""
-        lengths = answer_lengths(inputs["input_ids"], inputs["attention_mask"], self.processing_class.sep_token_id)
         with torch.no_grad():
             correlation = batch_correlation(rewards.float(), lengths)
             shared = self.accelerator.gather_for_metrics(correlation.view(1)).mean()

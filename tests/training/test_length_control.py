@@ -1,5 +1,6 @@
 """Length control: the answer lengths the penalty reads, the batch correlation, the penalty in both objectives' loss,
-and that it takes the length out of a model trained on data where length alone decides."""
+and that it takes the length out of a model trained on data where length alone decides; the length expert's fit and
+its place in both objectives' training loss (and nowhere else)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from hypothesis import strategies as st
 
 from pipeline.model.encoding import encode_preference_pairs
 from pipeline.training.examples import GroupCollator, pairwise_dataset, ranking_dataset
-from pipeline.training.loss import answer_lengths, batch_correlation, group_ranking_loss, length_slope
+from pipeline.training.loss import (
+    answer_lengths,
+    batch_correlation,
+    fit_length_expert,
+    group_ranking_loss,
+    length_slope,
+)
 
 
 def padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +86,15 @@ PAIRS = pd.DataFrame(
 )
 
 
-def trainer_for(objective: str, tiny_model_dir, tmp_path, penalty: float, pairs: pd.DataFrame = PAIRS, **overrides):
+def trainer_for(
+    objective: str,
+    tiny_model_dir,
+    tmp_path,
+    penalty: float,
+    pairs: pd.DataFrame = PAIRS,
+    expert: float = 0.0,
+    **overrides,
+):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from pipeline.recipe.config import PipelineRewardConfig
@@ -93,9 +108,10 @@ def trainer_for(objective: str, tiny_model_dir, tmp_path, penalty: float, pairs:
     if objective == "ranking":
         collator = GroupCollator(tokenizer.pad_token_id)
         return RankingRewardTrainer(model=model, args=args, train_dataset=ranking_dataset(pairs, encoded),
-                                    processing_class=tokenizer, data_collator=collator)  # fmt: skip
+                                    processing_class=tokenizer, data_collator=collator,
+                                    length_expert_weight=expert)  # fmt: skip
     return PairwiseRewardTrainer(model=model, args=args, train_dataset=pairwise_dataset(encoded, None),
-                                 processing_class=tokenizer)  # fmt: skip
+                                 processing_class=tokenizer, length_expert_weight=expert)  # fmt: skip
 
 
 @pytest.mark.parametrize("objective", ["pairwise", "ranking"])
@@ -149,3 +165,54 @@ def test_penalty_takes_length_out_of_a_model_trained_where_length_decides(tiny_m
     print(f"|correlation| plain {plain:.3f}, with the penalty {controlled:.3f}")
     assert plain > 0.5  # the plain model did learn "longer wins"
     assert controlled < plain / 2
+
+
+def test_the_length_expert_recovers_the_length_preference_of_the_pairs() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(5, 300, 20000), rng.integers(5, 300, 20000)
+    d = np.log1p(a) - np.log1p(b)
+    a_wins = rng.random(20000) < 1 / (1 + np.exp(-1.5 * d))  # shorter loses: weight 1.5
+    better, worse = np.where(a_wins, a, b), np.where(a_wins, b, a)
+    assert fit_length_expert(better, worse) == pytest.approx(1.5, abs=0.1)
+    assert fit_length_expert(worse, better) == pytest.approx(-1.5, abs=0.1)  # shorter wins: negative
+    assert fit_length_expert(np.full(10, 7), np.full(10, 7)) == 0.0  # no length signal: no expert
+    separable = fit_length_expert(np.array([20, 30, 40]), np.array([2, 3, 4]))  # longer always wins
+    assert 0 < separable < 10 and np.isfinite(separable)
+
+
+@pytest.mark.parametrize("objective", ["pairwise", "ranking"])
+def test_the_length_expert_joins_the_training_loss_only(objective: str, tiny_model_dir, tmp_path) -> None:
+    """Training: the loss is the product of experts' (rewards + weight x log(1 + answer tokens)); evaluation and
+    the logged accuracy see the model alone."""
+    trainer = trainer_for(objective, tiny_model_dir, tmp_path, penalty=0.0, expert=0.7, max_steps=1)
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    for module in model.modules():  # train mode without dropout: the same rewards on every call
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    lengths = answer_lengths(batch["input_ids"], batch["attention_mask"], trainer.processing_class.sep_token_id)
+    offsets = 0.7 * torch.log1p(lengths)
+    with torch.no_grad():
+        rewards = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+        losses = {}
+        for mode in ("train", "eval"):
+            model.train(mode == "train")
+            losses[mode] = trainer.compute_loss(model, dict(batch))
+    if objective == "ranking":
+        alone = group_ranking_loss(rewards, batch["ranks"], batch["group"])[0]
+        joint = group_ranking_loss(rewards, batch["ranks"], batch["group"], offsets=offsets)[0]
+    else:
+        chosen, rejected = rewards.chunk(2)
+        expert_chosen, expert_rejected = offsets.chunk(2)
+        alone = -F.logsigmoid(chosen - rejected).mean()
+        joint = -F.logsigmoid(chosen - rejected + expert_chosen - expert_rejected).mean()
+    assert not torch.isclose(alone, joint)  # the batch's lengths differ: the expert matters
+    torch.testing.assert_close(losses["train"], joint, atol=1e-5, rtol=0)
+    torch.testing.assert_close(losses["eval"], alone, atol=1e-5, rtol=0)
+
+
+def test_the_ranking_accuracy_counts_the_rewards_alone() -> None:
+    rewards = torch.tensor([0.0, 1.0])  # answer 0 is ranked better but scores lower
+    ranks, group = torch.tensor([1, 2]), torch.tensor([0, 0])
+    _, pairs, correct = group_ranking_loss(rewards, ranks, group, offsets=torch.tensor([5.0, 0.0]))
+    assert (pairs.item(), correct.item()) == (1, 0)
