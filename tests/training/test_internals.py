@@ -32,6 +32,7 @@ from pipeline.training.trainer import EpochSeededLengthGroupedSampler, QRewardTr
 VERSIONS = f"trl {trl.__version__} / transformers {transformers.__version__}"
 # Internals of RewardTrainer/Trainer that QRewardTrainer overrides: each has a test below.
 OVERRIDDEN = {
+    "__init__",
     "_prepare_dataset",
     "_set_signature_columns_if_needed",
     "_get_train_sampler",
@@ -122,6 +123,13 @@ def test_get_output_dir(trained: dict[str, Any]) -> None:
     assert trainer._get_output_dir(trial=None) == trainer.args.output_dir, changed(
         "Trainer._get_output_dir", "no longer returns args.output_dir outside hyperparameter search"
     )
+
+
+def test_init() -> None:
+    # Ours only takes `length_expert_weight` and passes everything else on, as the objectives and run.py call it.
+    assert_takes(RewardTrainer, "__init__", model="m", args="a", train_dataset="d", processing_class="t",
+                 data_collator="c", callbacks="cb")  # fmt: skip
+    assert "length_expert_weight" in inspect.signature(QRewardTrainer.__init__).parameters
 
 
 def test_inner_training_loop(trained: dict[str, Any]) -> None:
