@@ -111,13 +111,13 @@ class PipelineRewardConfig(RewardConfig):
         0.0,
         "Weight of a penalty on the squared covariance of rewards with answer length (tokens, standardised within "
         "each batch), so the model does not learn 'longer (or shorter) wins'. 0 = off; measured in bench/RESULTS.md "
-        "('Length control').",
+        "('Training defaults, length control and precision').",
     )
     length_expert: bool = key(
         False,
         "Train against a length-only preference model fitted to the training pairs (product of experts): the saved "
-        "model is pushed to learn what answer length does not explain. Off by default; measured in bench/RESULTS.md "
-        "('Length control').",
+        "model is pushed to learn what answer length does not explain. The shipped recipes turn it on; measured in "
+        "bench/RESULTS.md ('Length control, second round').",
     )
     ddp_find_unused_parameters: bool | None = key(
         False, "DDP: look for parameters without gradients each step (none in these models; slower)."

@@ -63,7 +63,7 @@ def length_slope(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Covariance of `values` with the batch's standardised lengths: how far the value moves per standard deviation
     of length. Unlike the correlation, it shrinks with the values' own spread, so a penalty on it stays small while
     rewards are still near-constant (early training), where the correlation's gradient is largest and would stop
-    the model from learning anything (bench/RESULTS.md, "Length control")."""
+    the model from learning anything (bench/RESULTS.md, "Training defaults, length control and precision")."""
     # Equal lengths: every deviation is 0, so z and the result are 0 (no host sync, unlike a branch on the spread).
     z = (lengths - lengths.mean()) / lengths.std(unbiased=False).clamp_min(1e-12)
     return ((values - values.mean()) * z).mean()
