@@ -63,7 +63,8 @@ RECIPE_KEYS_IN_CARD = (
     "model_name_or_path", "dataset_path", "test_path", "input_shape", "objective", "train_sampling_strategy",
     "test_size", "split_seed", "use_margin", "truncation_side", "max_length",
     "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "bf16", "seed",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "bf16", "seed", "length_expert",
+    "length_bias_penalty",
 )  # fmt: skip
 
 

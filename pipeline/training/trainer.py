@@ -88,7 +88,9 @@ class QRewardTrainer(RewardTrainer):
             and column in dataset.column_names
         ):
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return EpochSeededLengthGroupedSampler(dataset[column], batch, self.args.seed)
+            # `data_seed`, as transformers documents it: the samplers' seed, `seed` when unset.
+            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+            return EpochSeededLengthGroupedSampler(dataset[column], batch, seed)
         return super()._get_train_sampler(train_dataset)
 
     def _reward_forward(self, model: torch.nn.Module) -> torch.nn.Module | Callable[..., Any]:

@@ -151,9 +151,12 @@ def test_log(trained: dict[str, Any]) -> None:
 def test_get_train_sampler(trained: dict[str, Any]) -> None:
     assert_takes(RewardTrainer, "_get_train_sampler", "train_dataset")
     trainer = trained["trainer"]
-    for name in ("train_sampling_strategy", "length_column_name", "train_batch_size", "gradient_accumulation_steps"):
+    for name in ("train_sampling_strategy", "length_column_name", "train_batch_size", "gradient_accumulation_steps",
+                 "data_seed"):  # fmt: skip
         assert hasattr(trainer.args, name), changed("TrainingArguments", f"has no {name}")
-    assert isinstance(trainer._get_train_sampler(), EpochSeededLengthGroupedSampler)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, EpochSeededLengthGroupedSampler)
+    assert sampler.seed == (trainer.args.seed if trainer.args.data_seed is None else trainer.args.data_seed)
     # The order of an epoch depends on set_epoch reaching our sampler through accelerate's data loader.
     epochs = trained["epochs"]
     assert sorted(set(epochs)) == [0, 1] and epochs == sorted(epochs), (

@@ -141,3 +141,30 @@ def test_length_chunked_forward_gives_the_same_rewards_and_gradients(tiny_model_
     torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=0)
     for a, b in zip(piece_grads, whole_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_data_seed_sets_the_batch_order_apart_from_seed(tiny_model_dir, tmp_path) -> None:
+    """transformers' `data_seed` is the samplers' seed: runs sharing `seed` (the head's initialisation) but not
+    `data_seed` see their pairs in different orders; without `data_seed` the order follows `seed`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline.recipe.config import PipelineRewardConfig
+    from pipeline.training import PairwiseRewardTrainer, pairwise_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    words = "water light air sun sea boil fry cook pan oil salt heat".split()
+    pairs = pd.DataFrame({"prompt": [f"q{i}" for i in range(24)],
+                          "chosen": [" ".join(words[: 2 + i % 9]) for i in range(24)],
+                          "rejected": [" ".join(words[: 1 + i % 5]) for i in range(24)]})  # fmt: skip
+    dataset = pairwise_dataset(encode_preference_pairs(tokenizer, pairs, 64), None)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+
+    def order(seed: int, data_seed: int | None = None) -> list[int]:
+        args = PipelineRewardConfig(output_dir=str(tmp_path), report_to="none", seed=seed, data_seed=data_seed,
+                                    per_device_train_batch_size=2, bf16=False)  # fmt: skip
+        trainer = PairwiseRewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+        return list(trainer._get_train_sampler())
+
+    assert order(1, data_seed=7) == order(2, data_seed=7)
+    assert order(1, data_seed=7) != order(1, data_seed=8)
+    assert order(3) == order(1, data_seed=3)
