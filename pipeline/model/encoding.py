@@ -54,13 +54,13 @@ def encode_pairs(
             ]
             for i, lp, la in zip(full, p_len, a_len, strict=True):
                 cut[i] = lp + la + specials > len(ids[i])
-                answer_cut[i] = cut[i] and answer_length(ids[i], tokenizer) < la
+                answer_cut[i] = cut[i] and _answer_length(ids[i], tokenizer) < la
         truncated.extend(cut)
         answer_truncated.extend(answer_cut)
     return Encoded(input_ids, truncated, answer_truncated)
 
 
-def answer_length(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> int:
+def _answer_length(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> int:
     """Tokens between the first and last [SEP] of `[CLS] prompt [SEP] answer [SEP]`."""
     sep = tokenizer.sep_token_id
     if sep is None or sep not in ids:  # not a BERT-style tokenizer: no way to locate the answer

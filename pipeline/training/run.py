@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import Dataset, DatasetDict
+from torch.nn.utils.rnn import pad_sequence
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -155,10 +156,9 @@ def length_expert_weight(encoded: EncodedPairs, sep_token_id: int | None, rows: 
     ids = encoded.texts.input_ids
     lengths = []
     for start in range(0, len(ids), rows):  # padded in slices: one tensor of every row could be large
-        part = ids[start : start + rows]
-        width = max(map(len, part))
-        batch = torch.tensor([x + [0] * (width - len(x)) for x in part])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in part])
+        batch = pad_sequence([torch.tensor(x) for x in ids[start : start + rows]], batch_first=True)
+        row_lengths = torch.tensor([len(x) for x in ids[start : start + rows]])
+        mask = (torch.arange(batch.shape[1]) < row_lengths[:, None]).long()
         lengths.append(answer_lengths(batch, mask, sep_token_id).numpy())
     answer = np.concatenate(lengths)
     return fit_length_expert(answer[encoded.chosen], answer[encoded.rejected])

@@ -93,12 +93,16 @@ class QRewardTrainer(RewardTrainer):
             return EpochSeededLengthGroupedSampler(dataset[column], batch, seed)
         return super()._get_train_sampler(train_dataset)
 
+    @property
+    def _autocast(self) -> bool:
+        # Mixed precision: Accelerate runs every forward under bf16/fp16 autocast.
+        return bool(self.args.bf16 or self.args.fp16)
+
     def _reward_forward(self, model: torch.nn.Module) -> torch.nn.Module | Callable[..., Any]:
         """On CPU in fp32, one process: the step's forward as near-equal-length pieces (see LengthChunkedForward).
         Not under autocast: bf16 kernels lose more on small pieces than padding costs (bench/RESULTS.md)."""
         wanted = getattr(self.args, "length_chunked_forward", False)  # a plain RewardConfig has no such key
-        fp32 = not (self.args.bf16 or self.args.fp16)
-        chunk = wanted and fp32 and self.args.device.type == "cpu" and self.accelerator.num_processes == 1
+        chunk = wanted and not self._autocast and self.args.device.type == "cpu" and self.accelerator.num_processes == 1
         return LengthChunkedForward(model) if chunk else model
 
     # -- length control --------------------------------------------------------------------------------------------
@@ -152,8 +156,7 @@ class QRewardTrainer(RewardTrainer):
         # Starts the tokens/s clock with the training loop, so the first log has a rate too.
         self._last_log = (time.perf_counter(), self._total_train_tokens)
         # Autocast on CPU: attention in fp32 for the loop's duration (see attention.py).
-        autocast_on_cpu = (self.args.bf16 or self.args.fp16) and self.args.device.type == "cpu"
-        with fp32_attention_on_cpu(self.model, autocast_on_cpu):
+        with fp32_attention_on_cpu(self.model, self._autocast and self.args.device.type == "cpu"):
             return super()._inner_training_loop(*args, **kwargs)
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
