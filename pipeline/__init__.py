@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# MKL's conditional numerical reproducibility, strict: without it MKL's AVX2 matrix products depend on the memory
+# alignment of their inputs, so the same batch scored in another process (or run) can differ in the 7th digit.
+# Read when MKL first runs, so it is set before torch is imported by anything here; a value the user set wins.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
 __all__ = ["RewardFunction", "RewardScorer"]

@@ -21,6 +21,7 @@ from pipeline.data.report import DataReport
 from pipeline.evaluation.accuracy import build_report, evaluate_pairs
 from pipeline.evaluation.overlap import Overlap, model_data_report, training_overlap
 from pipeline.evaluation.report import write_report
+from pipeline.model.base import locate_model
 from pipeline.model.loading import check_max_length, default_max_length, load_reward_model, position_limit
 
 # All an --output holds after this command: such a folder is an earlier report, replaced as a whole.
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_length", type=int, help="default: the tokenizer's model_max_length (capped at 512)")
     args = parser.parse_args(argv)
     check_flags(args)
+    # A mistyped --model is one line in seconds: located before anything asks the Hub for its data_report.json.
+    args.model = locate_model(args.model, "model")
+    if args.base_model:
+        args.base_model = locate_model(args.base_model, "base model")
     check_data(args.data)
     if args.output:  # replaced whole: new, empty, or an earlier report; creatable; not holding an input
         check_replaceable(args.output, OWN_FILES, "--output", (args.data, args.model, args.base_model))

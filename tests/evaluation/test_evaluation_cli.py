@@ -99,3 +99,16 @@ def test_evaluation_scores_equal_the_model_forward_one_sequence_at_a_time(tiny_m
     half = in_place(half_model).score_ids(ids)
     assert checked == [True] and np.abs(half - np.asarray(expected)).max() < 0.1
     assert next(half_model.parameters()).dtype == torch.bfloat16  # scored in place: not cast
+
+
+def test_mistyped_model_is_one_line_before_any_hub_request(ranked_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Online, the data_report.json look-up used to retry the Hub for half a minute before the missing folder was named.
+    from pipeline.evaluation import cli
+
+    def no_hub(model: str) -> None:
+        raise AssertionError(f"the Hub was asked for {model}'s data_report.json before the model was located")
+
+    monkeypatch.setattr(cli, "model_data_report", no_hub)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model", "my_modle", "--data", str(ranked_file)])
+    assert exit_info.value.code == 2
