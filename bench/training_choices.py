@@ -12,18 +12,30 @@ the held-out pairs it keeps. Its exact accuracy and length metrics are then comp
 
 Each run is appended to --output as one JSON line (a rerun resumes: runs already there are skipped); at the end a
 Markdown table of means over seeds is printed.
+
+Cross-validation (`--cv K`, the protocol for choosing defaults): the dev file's prompts (normalised as the split
+counts them) are dealt into K folds by a seeded shuffle (`--fold_seed`); fold f trains on the other folds and is
+evaluated on fold f (`--dataset_path`/`--test_path`), so every dev pair is held out once per seed. Stock TRL runs
+through the same folds. The table then gives each setting's pooled accuracy (all held-out pairs of all folds and
+seeds) with a 95% interval, and its paired difference against `--baseline` on the same folds and seeds (mean of the
+per-(fold, seed) differences, t-interval over those units):
+
+    python bench/training_choices.py --only hh --cv 5 --seeds 1 2 --variants plain stock default
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +47,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],  # the recipe as it is (bf16 auto: on where native)
+    "plain": ["--length_expert", "false"],
     "fp32": ["--bf16", "false"],
     "stock": [],  # TRL's RewardTrainer, see the module docstring
     "random": ["--train_sampling_strategy", "random"],
@@ -59,11 +72,13 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str]) -> dict:
+def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str], fold: Fold | None = None) -> dict:
     out = work / f"rm-{variant}-{dataset.stem}-{seed}"
     epochs = EPOCHS["hh" if dataset == HH else "answers"]
+    data = ["--dataset_path", str(dataset)] if fold is None else ["--dataset_path", str(fold.train), "--test_path",
+                                                                   str(fold.test)]  # fmt: skip
     command = [
-        sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--dataset_path", str(dataset),
+        sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", *data,
         "--output_dir", str(out), "--seed", str(seed), "--num_train_epochs", str(epochs), "--disable_tqdm", "true",
         "--save_strategy", "no", *VARIANTS[variant], *extra,
     ]  # fmt: skip
@@ -76,6 +91,7 @@ def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str]) -
         raise SystemExit(f"training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
     metrics = json.loads((out / "eval_results.json").read_text())
     precision = next((line for line in result.stdout.splitlines() if line.startswith("precision:")), "")
+    shutil.rmtree(out, ignore_errors=True)  # 90 MB a run; the metrics are kept
     return {
         "accuracy": metrics["pairwise_accuracy"], "pairs": metrics["num_pairs"], "ties": metrics["num_ties"],
         "length_controlled": metrics["length"]["length_controlled_accuracy"],
@@ -84,7 +100,7 @@ def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str]) -
     }  # fmt: skip
 
 
-def stock_worker(dataset: Path, seed: int, out: Path) -> None:
+def stock_worker(dataset: Path, seed: int, out: Path, test: Path | None = None) -> None:
     """One stock run in this process; prints a JSON line with its accuracy and how long the untimed part took."""
     import numpy as np
     import torch
@@ -97,7 +113,7 @@ def stock_worker(dataset: Path, seed: int, out: Path) -> None:
     from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model
     from pipeline.model.scorer import RewardScorer
 
-    data = build_dataset(dataset, test_size=0.2, split_seed=42)[0]
+    data = build_dataset(dataset, test_size=0.2, split_seed=42, test_path=test)[0]
     columns = ["prompt", "chosen", "rejected"]
     train, test = data["train"].to_pandas()[columns], data["test"].to_pandas()[columns]
     base = resolve_base_model(EMBEDDED_BASE_MODEL)
@@ -106,7 +122,7 @@ def stock_worker(dataset: Path, seed: int, out: Path) -> None:
     args = RewardConfig(
         output_dir=str(out), num_train_epochs=EPOCHS["hh" if dataset == HH else "answers"], seed=seed,
         eos_token="[SEP]", max_length=512, report_to="none", save_strategy="no", disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(), **stock_precision(),
     )  # fmt: skip
     trainer = RewardTrainer(
         model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_pandas(train),
@@ -134,8 +150,18 @@ def stock_worker(dataset: Path, seed: int, out: Path) -> None:
     }))  # fmt: skip
 
 
-def stock(dataset: Path, seed: int, work: Path) -> dict:
-    command = [sys.executable, __file__, "--stock_worker", str(dataset), str(seed), str(work / f"stock-{seed}")]
+def stock_precision() -> dict:
+    """TRL's default precision (bf16), except where this CPU only emulates bf16: fp32 there, as a user would set it."""
+    import torch
+
+    from pipeline.core.precision import native_bf16
+
+    return {} if native_bf16(use_cpu=not torch.cuda.is_available())[0] else {"bf16": False}
+
+
+def stock(dataset: Path, seed: int, work: Path, fold: Fold | None = None) -> dict:
+    files = [str(dataset)] if fold is None else [str(fold.train), str(fold.test)]
+    command = [sys.executable, __file__, "--stock_worker", str(seed), str(work / f"stock-{seed}"), *files]
     started = time.perf_counter()
     result = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -146,6 +172,82 @@ def stock(dataset: Path, seed: int, work: Path) -> dict:
     row = json.loads(result.stdout.strip().splitlines()[-1])
     row["wall_s"] = round(wall - row.pop("untimed_s"), 1)
     return row
+
+
+@dataclass(frozen=True)
+class Fold:
+    number: int
+    train: Path
+    test: Path
+
+
+def make_folds(dataset: Path, k: int, fold_seed: int, work: Path) -> list[Fold]:
+    """Deal the normalised prompts into k folds by a seeded shuffle; write each fold's train and test rows."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.data.pairs import normalise
+
+    rows = pd.read_csv(dataset, keep_default_na=False)
+    keys = rows["prompt"].map(normalise)
+    distinct = np.array(sorted(set(keys)))
+    np.random.default_rng(fold_seed).shuffle(distinct)
+    fold_of = {key: i % k for i, key in enumerate(distinct)}
+    fold = keys.map(fold_of).to_numpy()
+    folds = []
+    for f in range(k):
+        train, test = work / f"fold{f}-train.csv", work / f"fold{f}-test.csv"
+        rows[fold != f].to_csv(train, index=False)
+        rows[fold == f].to_csv(test, index=False)
+        folds.append(Fold(f, train, test))
+    return folds
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t-interval of independent-ish units (folds x seeds)."""
+    from scipy import stats
+
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def cv_table(rows: list[dict], baseline: str) -> None:
+    """Per setting: pooled accuracy over every held-out pair of every fold and seed, with a 95% interval (seeds'
+    pooled accuracies, t), and the paired difference against `baseline` on the (fold, seed) units both have."""
+    groups: dict[str, dict[tuple[int, int], dict]] = {}
+    for row in rows:
+        groups.setdefault(row["variant"], {})[(row["seed"], row["fold"])] = row
+    base = groups.get(baseline, {})
+    print(f"\n| setting | runs (folds x seeds) | pooled acc | 95% interval | length-controlled | |Spearman| | paired "
+          f"diff vs {baseline} | paired 95% interval | train s (median) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for variant, runs in groups.items():
+        correct = sum(r["accuracy"] * r["pairs"] for r in runs.values())
+        pairs = sum(r["pairs"] for r in runs.values())
+        per_seed = {}
+        for (seed, _), r in runs.items():
+            c, n = per_seed.get(seed, (0.0, 0))
+            per_seed[seed] = (c + r["accuracy"] * r["pairs"], n + r["pairs"])
+        seeds = [c / n for c, n in per_seed.values()]
+        # One seed's pooled accuracy has the binomial spread of `pairs` decisions; seeds add their own spread.
+        binomial = 1.96 * math.sqrt((correct / pairs) * (1 - correct / pairs) / (pairs / max(1, len(seeds))))
+        spread = 1.96 * statistics.stdev(seeds) / math.sqrt(len(seeds)) if len(seeds) > 1 else 0.0
+        half = math.sqrt(binomial**2 / max(1, len(seeds)) + spread**2)
+        length = statistics.mean(r["length_controlled"] for r in runs.values())
+        spearman = statistics.mean(abs(r["spearman"]) for r in runs.values())
+        shared = sorted(set(runs) & set(base))
+        diffs = [runs[u]["accuracy"] - base[u]["accuracy"] for u in shared]
+        if variant != baseline and len(diffs) > 1:
+            d, low, high = t_interval(diffs)
+            paired = f"{d:+.3f} ({len(diffs)} units) | {low:+.3f} to {high:+.3f}"
+        else:
+            paired = "– | –"
+        train_s = statistics.median(r["train_s"] for r in runs.values())
+        print(f"| {variant} | {len(runs)} | {correct / pairs:.3f} | ±{half:.3f} | {length:.3f} | {spearman:.3f} "
+              f"| {paired} | {train_s:.0f} |")  # fmt: skip
 
 
 def table(rows: list[dict]) -> None:
@@ -166,8 +268,9 @@ def table(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--stock_worker":
-        stock_worker(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--stock_worker":
+        seed, out, files = int(sys.argv[2]), Path(sys.argv[3]), [Path(x) for x in sys.argv[4:]]
+        stock_worker(files[0], seed, out, files[1] if len(files) > 1 else None)
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -176,6 +279,10 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="flags added to every run of ours, e.g. '--learning_rate 2e-4'")
     parser.add_argument("--label", default="", help="suffix for the variant names in the output (with --extra)")
     parser.add_argument("--output", default="bench/results/training_choices.jsonl")
+    parser.add_argument("--cv", type=int, default=0, help="k-fold cross-validation by prompt (k >= 2), see above")
+    parser.add_argument("--fold_seed", type=int, default=0)
+    parser.add_argument("--baseline", default="plain", help="the setting paired differences are taken against")
+    parser.add_argument("--table_only", action="store_true", help="print the table of --output and stop")
     args = parser.parse_args()
     datasets = []
     if args.only in (None, "answers"):
@@ -185,6 +292,9 @@ def main() -> None:
     out = REPO / args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    if args.cv:
+        cross_validate(args, datasets, out, done)
+        return
     seen = {(r["data"], r["variant"], r["seed"]) for r in done}
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in datasets:
@@ -203,6 +313,33 @@ def main() -> None:
                         f.write(json.dumps(row) + "\n")
                     done.append(row)
     table(done)
+
+
+def cross_validate(args: argparse.Namespace, datasets: list[Path], out: Path, done: list[dict]) -> None:
+    """Every (seed, fold) unit for every setting, seed by seed and fold by fold, so that an interrupted study still
+    has whole units for its paired differences; appended to `out` (resumable)."""
+    cv_rows = [r for r in done if r.get("cv") == args.cv and r.get("fold_seed") == args.fold_seed]
+    seen = {(r["data"], r["variant"], r["seed"], r["fold"]) for r in cv_rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in datasets:
+            folds = make_folds(dataset, args.cv, args.fold_seed, Path(tmp))
+            for seed in [] if args.table_only else args.seeds:
+                for fold in folds:
+                    for variant in args.variants:
+                        name = variant + args.label
+                        if (dataset.name, name, seed, fold.number) in seen:
+                            continue
+                        if variant == "stock":
+                            row = stock(dataset, seed, Path(tmp), fold)
+                        else:
+                            row = ours(variant, dataset, seed, Path(tmp), args.extra.split(), fold)
+                        row = {"data": dataset.name, "variant": name, "seed": seed, "cv": args.cv,
+                               "fold_seed": args.fold_seed, "fold": fold.number, **row}  # fmt: skip
+                        print(json.dumps(row), flush=True)
+                        with out.open("a") as f:
+                            f.write(json.dumps(row) + "\n")
+                        cv_rows.append(row)
+            cv_table([r for r in cv_rows if r["data"] == dataset.name], args.baseline)
 
 
 if __name__ == "__main__":
