@@ -48,6 +48,12 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 VARIANTS: dict[str, list[str]] = {
     "default": [],  # the recipe as it is (bf16 auto: on where native)
     "plain": ["--length_expert", "false"],
+    "plain-b16": ["--length_expert", "false", "--per_device_train_batch_size", "16"],
+    "plain-lr1e-4": ["--length_expert", "false", "--learning_rate", "1e-4"],
+    "plain-warmup0": ["--length_expert", "false", "--warmup_steps", "0"],
+    "plain-wd0": ["--length_expert", "false", "--weight_decay", "0"],
+    "plain-center0.01": ["--length_expert", "false", "--center_rewards_coefficient", "0.01"],
+    "plain-trunc-right": ["--length_expert", "false", "--truncation_side", "right"],
     "fp32": ["--bf16", "false"],
     "stock": [],  # TRL's RewardTrainer, see the module docstring
     "random": ["--train_sampling_strategy", "random"],
