@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
+from typing_extensions import override
+
 T = TypeVar("T")
 
 EXIT_USER_ERROR = 2
@@ -69,8 +71,10 @@ class FlagParser(argparse.ArgumentParser):
     """The commands' flag parser: a flag error is the one-line `error:` of every user error (no usage dump), and
     abbreviated flags are unknown flags. `prog` names the command in the pointer to its --help."""
 
+    @override
     def __init__(self, prog: str, **kwargs: Any) -> None:
         super().__init__(prog=prog, allow_abbrev=False, **kwargs)
 
+    @override
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see {self.prog} --help)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from trl import TrlParser
+from typing_extensions import override
 
 from pipeline.core.errors import UserError, one_line
 from pipeline.recipe.config import RECIPE_DATACLASSES, Recipe, ScriptArguments
@@ -59,6 +60,7 @@ class _ParseError(Exception):
 class _BadValue(Exception):
     """A value that does not convert to its key's type or is not one of its choices."""
 
+    @override
     def __init__(self, action: argparse.Action, value: Any) -> None:
         super().__init__(action.dest)
         self.action, self.value = action, value
@@ -67,12 +69,15 @@ class _BadValue(Exception):
 class RecipeParser(TrlParser):
     """The parser of every recipe key: errors are exceptions (no usage dump, no exit), flags are never abbreviated."""
 
+    @override
     def __init__(self) -> None:
         super().__init__(RECIPE_DATACLASSES, allow_abbrev=False, add_help=False, usage=TRAIN_USAGE)
 
+    @override
     def error(self, message: str) -> NoReturn:
         raise _ParseError(message)
 
+    @override
     def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
         if action.dest in AUTO_KEYS and arg_string.strip().lower() == "auto":
             return None  # unset: the dataclass picks by hardware
@@ -81,6 +86,7 @@ class RecipeParser(TrlParser):
         except argparse.ArgumentError as err:
             raise _BadValue(action, arg_string) from err
 
+    @override
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         if action.choices is not None and value not in action.choices:
             raise _BadValue(action, value)
@@ -236,6 +242,7 @@ def _parse_error(message: str) -> UserError:
 class _ShortHelpFormatter(argparse.HelpFormatter):
     """Each key's help followed by its default, unless the default is None (unset)."""
 
+    @override
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if action.default not in (None, argparse.SUPPRESS) and action.option_strings:

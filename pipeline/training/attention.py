@@ -2,8 +2,9 @@
 
 PyTorch's CPU flash-attention backward is slower in bf16 than in fp32 at DistilBERT's head size, while bf16 matmuls
 are much faster, so bf16 training on CPU gains most with fp32 attention (bench/RESULTS.md, "Precision and whole-run
-time"). Registered through transformers' attention and mask interfaces under its own name, switched on for the
-training loop only: the saved config never records it (`_attn_implementation` is not serialised) and evaluation after
+time"). Registered through transformers' attention and mask interfaces under its own name by `register`, which the
+training loop calls when it switches it on (importing this module changes nothing in transformers), and on for the
+loop only: the saved config never records it (`_attn_implementation` is not serialised) and evaluation after
 training sees plain SDPA again. Elsewhere (GPUs, fp32 tensors) it is SDPA itself.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import torch
@@ -39,8 +41,12 @@ def sdpa_fp32_on_cpu(
     return output.to(query.dtype), weights
 
 
-AttentionInterface.register(NAME, sdpa_fp32_on_cpu)
-AttentionMaskInterface.register(NAME, sdpa_mask)  # the same masks as SDPA (an unregistered name would get none)
+@cache
+def register() -> str:
+    """Make `NAME` a transformers attention implementation (once per process; later calls do nothing). Its name."""
+    AttentionInterface.register(NAME, sdpa_fp32_on_cpu)
+    AttentionMaskInterface.register(NAME, sdpa_mask)  # the same masks as SDPA (an unregistered name would get none)
+    return NAME
 
 
 @contextmanager
@@ -54,7 +60,7 @@ def fp32_attention_on_cpu(model: torch.nn.Module, enabled: bool) -> Iterator[Non
     ):
         yield
         return
-    model.set_attn_implementation(NAME)
+    model.set_attn_implementation(register())
     try:
         yield
     finally:

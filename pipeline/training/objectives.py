@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from typing_extensions import override
 
 from pipeline.training.loss import group_ranking_loss
 from pipeline.training.trainer import QRewardTrainer
@@ -19,6 +20,7 @@ class PairwiseRewardTrainer(QRewardTrainer):
 
     signature_columns = ("chosen_ids", "rejected_ids", "margin", "length")
 
+    @override
     def compute_loss(
         self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ) -> Any:
@@ -40,10 +42,12 @@ class RankingRewardTrainer(QRewardTrainer):
     signature_columns = ("answer_ids", "ranks", "length")
     trl_prepares_dataset = False  # groups of token ids, built by `ranking_dataset`
 
+    @override
     def __init__(self, *args: Any, use_margin: bool = False, **kwargs: Any) -> None:
         self.use_margin = use_margin
         super().__init__(*args, **kwargs)
 
+    @override
     def compute_loss(
         self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ) -> Any:

@@ -1,8 +1,9 @@
-"""The one base trainer: every override or read of a TRL/transformers internal lives here, each with its reason.
+"""The one base trainer: every override of a TRL/transformers trainer method lives here, each with its reason.
 
-`tests/training/test_internals.py` checks each internal named here against the installed trl and transformers, so
-an upgrade that changes one fails there, by name, instead of silently changing training. The objectives
-(`objectives.py`) only choose their batches and their loss.
+Each override is marked `@override`; `tests/test_internals.py` checks each one, and every private name of trl,
+transformers, datasets, accelerate, torch or argparse the package uses, against the installed versions, so an
+upgrade that changes one fails there, by name, instead of silently changing training. docs/coupling.md lists them
+all with their why. The objectives (`objectives.py`) only choose their batches and their loss.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datasets import Dataset
 from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import get_length_grouped_indices
 from trl import RewardTrainer
+from typing_extensions import override
 
 from pipeline.training.attention import fp32_attention_on_cpu
 from pipeline.training.checkpoints import COMPLETE, delete_old_checkpoints
@@ -42,6 +44,7 @@ class EpochSeededLengthGroupedSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.lengths)
 
+    @override
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
@@ -61,23 +64,27 @@ class QRewardTrainer(RewardTrainer):
     trl_prepares_dataset: ClassVar[bool] = True
     _last_log: tuple[float, int] | None = None  # (time, _total_train_tokens) at the previous training log
 
+    @override
     def __init__(self, *args: Any, length_expert_weight: float = 0.0, **kwargs: Any) -> None:
         self.length_expert_weight = length_expert_weight  # see `_length_expert`; 0 = off
         super().__init__(*args, **kwargs)
 
     # -- batches ---------------------------------------------------------------------------------------------------
 
+    @override
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         # TRL would tokenize text columns; examples it does not know are already encoded and cut to max_length.
         if not self.trl_prepares_dataset:
             return dataset
         return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
+    @override
     def _set_signature_columns_if_needed(self) -> None:
         # transformers keeps only these columns of the dataset; TRL's list would drop our `length` (and groups).
         if self._signature_columns is None:
             self._signature_columns = list(self.signature_columns)
 
+    @override
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         # The stock length-grouped order cannot be replayed by a resumed run (see EpochSeededLengthGroupedSampler).
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -143,6 +150,7 @@ class QRewardTrainer(RewardTrainer):
         for name, value in values.items():
             self._metrics[mode][name].append(value)
 
+    @override
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Adds `tokens_per_s`: real (non-padding) training tokens per second since the previous log.
         if self.model.training and "loss" in logs:
@@ -152,6 +160,7 @@ class QRewardTrainer(RewardTrainer):
             self._last_log = (now, tokens)
         super().log(logs, start_time)
 
+    @override
     def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
         # Starts the tokens/s clock with the training loop, so the first log has a rate too.
         self._last_log = (time.perf_counter(), self._total_train_tokens)
@@ -161,6 +170,7 @@ class QRewardTrainer(RewardTrainer):
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
+    @override
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         # Resume must never pick a torn checkpoint: mark it complete once every process wrote its part.
         # Old checkpoints go only after that (transformers would delete them first: with save_total_limit 1 a crash

@@ -3,6 +3,7 @@
 import datasets
 import evaluate
 import numpy as np
+from typing_extensions import override
 
 _DESCRIPTION = """
 Exact pairwise accuracy over every pair given: a pair is correct when the chosen answer's score is strictly
@@ -27,6 +28,7 @@ Examples:
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PairwiseAccuracy(evaluate.Metric):
+    @override
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -37,6 +39,7 @@ class PairwiseAccuracy(evaluate.Metric):
             ),
         )
 
+    @override
     def _compute(self, chosen_scores, rejected_scores):
         chosen = np.asarray(chosen_scores, dtype=np.float64)
         rejected = np.asarray(rejected_scores, dtype=np.float64)
