@@ -70,8 +70,10 @@ def build_report(
     untrained: dict[str, Any] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    untrained_pairs: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Headline metric plus interval, rank-gap and listwise metrics, for the model and its baselines (same pairs)."""
+    """Headline metric plus interval, rank-gap and listwise metrics, for the model and its baselines (same pairs; the
+    untrained model's on `untrained_pairs` when it was scored on a sample of them)."""
     chosen, rejected = np.asarray(result["chosen_scores"]), np.asarray(result["rejected_scores"])
     model = {**summarize(pairs, chosen, rejected, n_boot, seed), **summary(result)}
     baselines = {
@@ -79,9 +81,11 @@ def build_report(
         "shorter answer wins": summarize(pairs, *length_scores(pairs, longer_wins=False), n_boot, seed),
     }
     if untrained is not None:
+        sampled = pairs if untrained_pairs is None else untrained_pairs
         baselines["untrained base model"] = summarize(
-            pairs, np.asarray(untrained["chosen_scores"]), np.asarray(untrained["rejected_scores"]), n_boot, seed
+            sampled, np.asarray(untrained["chosen_scores"]), np.asarray(untrained["rejected_scores"]), n_boot, seed
         )
+        baselines["untrained base model"]["sampled"] = len(sampled) < len(pairs)
     trivial = {k: v for k, v in baselines.items() if k != "untrained base model"}
     best_name = max(trivial, key=lambda k: trivial[k]["pairwise_accuracy"])
     return {
@@ -92,14 +96,29 @@ def build_report(
 
 
 def reward_statistics(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, encoded: EncodedPairs, limit: int, batch_size: int
+    heldout_scores: np.ndarray,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: EncodedPairs,
+    min_answers: int,
+    batch_size: int,
+    seed: int = 0,
 ) -> dict[str, float | int]:
-    """Mean and std of the trained model's scores over the training answers, so users can standardise scores.
-    Autocast where native: a standardising constant does not need the last digits."""
-    ids = encoded.texts.input_ids
-    index = np.arange(len(ids))
-    if len(index) > limit:
-        index = np.sort(np.random.default_rng(0).choice(index, size=limit, replace=False))
-    scorer = RewardScorer(model, tokenizer, device=None, precision="auto", batch_size=batch_size)
-    scores = scorer.score_ids([ids[i] for i in index], progress=True, desc="reward statistics")
-    return {"reward_mean": float(scores.mean()), "reward_std": float(scores.std()), "reward_stats_answers": len(index)}
+    """Mean and std of the trained model's scores, so users can standardise scores: over its exact scores of the
+    distinct held-out answers (already computed), plus a seeded sample of training answers (autocast where native)
+    when those are fewer than `min_answers`. With the 95% interval of the mean (normal approximation)."""
+    scores = np.asarray(heldout_scores, dtype=np.float64)
+    topped_up = 0
+    if len(scores) < min_answers:
+        ids = encoded.texts.input_ids
+        index = np.arange(len(ids))
+        if len(index) > min_answers - len(scores):
+            index = np.sort(np.random.default_rng(seed).choice(index, size=min_answers - len(scores), replace=False))
+        scorer = RewardScorer(model, tokenizer, device=None, precision="auto", batch_size=batch_size)
+        extra = scorer.score_ids([ids[i] for i in index], progress=True, desc="reward statistics")
+        scores, topped_up = np.concatenate([scores, extra]), len(index)
+    std = float(scores.std())
+    return {
+        "reward_mean": float(scores.mean()), "reward_std": std, "reward_stats_answers": len(scores),
+        "reward_stats_train_answers": topped_up, "reward_mean_ci95": round(1.96 * std / np.sqrt(len(scores)), 6),
+    }  # fmt: skip

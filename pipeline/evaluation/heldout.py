@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -32,15 +33,40 @@ def evaluate_trained(
     batch_size: int,
     seed: int,
     reward_stats_max_answers: int,
+    baseline_max_pairs: int,
 ) -> HeldOutEvaluation:
-    """Every held-out pair scored once by the trained model and by the untrained one (same head seed), on the trained
-    model's device; then the reward statistics over (a sample of) the training answers."""
+    """Every held-out pair scored once, exactly (fp32), by the trained model; the untrained one (same head seed) on a
+    seeded sample of at most `baseline_max_pairs` of them; the reward statistics from the held-out scores."""
     evaluate_args = (tokenizer, test_pairs, max_length, batch_size)
     result = evaluate_pairs(model, *evaluate_args, progress=True, desc="held-out pairs")
+    sample = baseline_sample(test_pairs, baseline_max_pairs, seed)
     # A reference, not the headline: scored with autocast where that is native (the trained model's number is fp32).
     baseline = evaluate_pairs(
-        untrained.to(model.device), *evaluate_args, progress=True, desc="untrained baseline", precision="auto"
+        untrained.to(model.device), tokenizer, sample, max_length, batch_size, progress=True,
+        desc="untrained baseline", precision="auto",
+    )  # fmt: skip
+    report = build_report(test_pairs, result, baseline, seed=seed, untrained_pairs=sample)
+    heldout_answers = distinct_answer_scores(test_pairs, result)
+    stats = reward_statistics(
+        heldout_answers, model, tokenizer, train_encoded, reward_stats_max_answers, batch_size, seed
     )
-    report = build_report(test_pairs, result, baseline, seed=seed)
-    stats = reward_statistics(model, tokenizer, train_encoded, reward_stats_max_answers, batch_size)
     return HeldOutEvaluation(test_pairs, result, report, stats)
+
+
+def baseline_sample(pairs: pd.DataFrame, max_pairs: int, seed: int) -> pd.DataFrame:
+    """At most `max_pairs` of the pairs, a seeded sample in their order (all of them when there are fewer)."""
+    if len(pairs) <= max_pairs:
+        return pairs
+    index = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_pairs, replace=False))
+    return pairs.iloc[index].reset_index(drop=True)
+
+
+def distinct_answer_scores(pairs: pd.DataFrame, result: dict[str, Any]) -> np.ndarray:
+    """The trained model's score of each distinct (prompt, answer) among the held-out pairs (a ranked prompt's
+    answer is in several pairs; it counts once)."""
+    scored = pd.DataFrame({
+        "prompt": np.concatenate([pairs["prompt"].to_numpy(), pairs["prompt"].to_numpy()]),
+        "answer": np.concatenate([pairs["chosen"].to_numpy(), pairs["rejected"].to_numpy()]),
+        "score": np.concatenate([result["chosen_scores"], result["rejected_scores"]]),
+    })  # fmt: skip
+    return scored.drop_duplicates(["prompt", "answer"])["score"].to_numpy(dtype=np.float64)

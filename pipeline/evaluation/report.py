@@ -27,6 +27,8 @@ def metrics_table(report: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
+        if r.get("sampled"):  # the untrained baseline on a seeded sample of the pairs (its interval says how wide)
+            name = f"{name} ({r['num_pairs']}-pair sample)"
         gaps = [_fmt(r["by_rank_gap"].get(g, {}).get("accuracy")) for g in ("1", "2", "3+")]
         length = r.get("length", {})
         lines.append(

@@ -66,9 +66,14 @@ class ScriptArguments:
     )
     force_push: bool = key(False, "Push / replace an existing model even when the quality gate fails.")
     reward_stats_max_answers: int = key(
-        2000,
-        "Training answers scored (a seeded sample if more) for the stored reward mean/std. With 2,000 the mean "
-        "is within about 0.05 std of the full set's (95 times in 100).",
+        256,
+        "Answers behind the stored reward mean/std: the held-out answers (already scored), plus a seeded sample "
+        "of training answers when those are fewer than this. The mean's 95% interval is stored beside it.",
+    )
+    baseline_max_pairs: int = key(
+        100,
+        "Held-out pairs the untrained base model is scored on (a seeded sample if more), as a reference; its "
+        "accuracy comes with its interval. The trained model is always scored on every held-out pair.",
     )
 
 

@@ -92,7 +92,7 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
     min_accuracy = values["min_accuracy"]
     require("min_accuracy", _finite(min_accuracy) and 0.0 <= min_accuracy <= 1.0, "between 0 and 1")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "eval_batch_size",
-                "reward_stats_max_answers", "per_device_eval_batch_size"):  # fmt: skip
+                "reward_stats_max_answers", "baseline_max_pairs", "per_device_eval_batch_size"):  # fmt: skip
         require(key, _integer(values[key]) and values[key] >= 1, "an integer >= 1")
     for key in ("split_seed", "seed"):  # numpy's generators take 0 .. 2**32 - 1
         require(key, _integer(values[key]) and 0 <= values[key] < 2**32, "an integer from 0 to 4294967295")

@@ -24,7 +24,7 @@ NOT_PART_OF_THE_RUN = {
     "disable_tqdm", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy", "hub_token",
     "resume_from_checkpoint", "save_strategy", "save_steps", "save_total_limit", "overwrite_output_dir",
     "force_push", "min_accuracy", "dataset_push_to_hub", "dataset_hub_id", "eval_batch_size",
-    "reward_stats_max_answers", "dataloader_num_workers", "dataloader_pin_memory", "local_rank",
+    "reward_stats_max_answers", "baseline_max_pairs", "dataloader_num_workers", "dataloader_pin_memory", "local_rank",
 }  # fmt: skip
 
 
