@@ -24,7 +24,7 @@ def conversational_copy(source: Path, target: Path) -> Path:
 
 
 def test_conversational_data_trains_evaluates_and_scores(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from pipeline import train
+    from pipeline.cli import train
 
     data = conversational_copy(REPO / "data/answers.csv", tmp_path / "chat.jsonl")
     recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, tmp_path / "model", dataset_path=str(data),

@@ -20,13 +20,13 @@ from types import SimpleNamespace
 import pytest
 from helpers import REPO, write_recipe
 
+from pipeline.cli.train import main as train_main
+from pipeline.cli.train import push_phase
 from pipeline.core import hub
 from pipeline.core.errors import UserError
 from pipeline.data.cli import main as data_main
 from pipeline.model.loading import load_reward_model
 from pipeline.recipe.parser import parse_recipe
-from pipeline.train import main as train_main
-from pipeline.train import push_phase
 
 QUICKSTART = str(REPO / "recipes/quickstart.yaml")
 NUMBER_OF_STEPS = "a number of steps >= 1, or -1 to train num_train_epochs"

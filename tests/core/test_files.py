@@ -336,7 +336,7 @@ def test_a_second_run_on_the_same_output_stops_at_once_and_a_finished_one_leaves
 def test_training_refuses_an_output_dir_another_run_holds(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from helpers import write_recipe
 
-    from pipeline import train
+    from pipeline.cli import train
     from pipeline.core.files import exclusive_output
 
     recipe = write_recipe(tmp_path / "r.yaml", tiny_model_dir, tmp_path / "reward_model")

@@ -31,7 +31,7 @@ def save_then_die(self, output_dir):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, output_dir)
 Trainer._save_optimizer_and_scheduler = save_then_die
-from pipeline.train import main
+from pipeline.cli.train import main
 main(sys.argv[1:])
 """
 
@@ -170,7 +170,7 @@ def test_existing_model_is_not_overwritten_unless_the_recipe_says_so(reference: 
 def test_full_disk_is_one_line_before_training(tiny_model_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import shutil
 
-    from pipeline import train as train_module
+    from pipeline.cli import train as train_module
     from pipeline.training import run as run_module
 
     usage = shutil.disk_usage(tmp_path)
