@@ -21,6 +21,7 @@ from pipeline.data.report import DataReport
 from pipeline.evaluation.accuracy import build_report, evaluate_pairs
 from pipeline.evaluation.overlap import Overlap, model_data_report, training_overlap
 from pipeline.evaluation.report import write_report
+from pipeline.model.arguments import ScorerArguments
 from pipeline.model.base import locate_model
 from pipeline.model.loading import check_max_length, default_max_length, load_reward_model, position_limit
 
@@ -77,21 +78,24 @@ def heldout_pairs(pairs: pd.DataFrame, overlap: Overlap) -> pd.DataFrame:
     return pairs[~overlap.mask].reset_index(drop=True)
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> FlagParser:
     parser = FlagParser(
         "python -m pipeline.evaluation", description="Exact pairwise accuracy of a saved reward model, with a report."
     )
-    parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
+    ScorerArguments.add_to(parser, ("model",))
     parser.add_argument("--data", required=True, help="ranked or pairwise file, or a saved DatasetDict directory")
     parser.add_argument("--output", help="new folder for eval_results.json, summary.json, pairs.jsonl, report.md/png")
     parser.add_argument("--base_model", help="also score the untrained base model (directory or Hub id) as a baseline")
     parser.add_argument(
         "--heldout_only", action="store_true", help="score only pairs whose prompt the model was not trained on"
     )
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_length", type=int, help="default: the tokenizer's model_max_length (capped at 512)")
-    args = parser.parse_args(argv)
+    ScorerArguments.add_to(parser, ("batch_size", "max_length"), batch_size=32)
+    return parser
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     check_flags(args)
     # A mistyped --model is one line in seconds: located before anything asks the Hub for its data_report.json.
     args.model = locate_model(args.model, "model")

@@ -21,8 +21,9 @@ import torch
 from pipeline.core.errors import FlagParser, UserError, cli_entry
 from pipeline.core.files import atomic_file, check_output_file
 from pipeline.data.conversation import check_format
+from pipeline.model.arguments import ScorerArguments
 from pipeline.model.loading import check_max_length, position_limit
-from pipeline.model.scorer import PRECISIONS, RewardScorer
+from pipeline.model.scorer import RewardScorer
 
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 # The least each number flag may be: below 8 tokens max_length leaves no room for [CLS] prompt [SEP] response [SEP]
@@ -147,7 +148,7 @@ def _parser() -> FlagParser:
         "python -m pipeline.score",
         description="Score (prompt, response) rows with a saved reward model; writes the rows plus a score column.",
     )
-    parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
+    ScorerArguments.add_to(parser, ("model",))
     parser.add_argument("--input", required=True, help="CSV, TSV, JSONL, JSON or Parquet file with prompt and response")
     parser.add_argument("--output", required=True, help="output file: .csv, .tsv or .jsonl (values kept as read)")
     parser.add_argument("--prompt_column", default="prompt")
@@ -155,11 +156,8 @@ def _parser() -> FlagParser:
     parser.add_argument("--score_column", default="score", help="name of the added column (default: score)")
     parser.add_argument("--rank", action="store_true", help="add <score_column>_rank: rank within its prompt, 1 = best")
     parser.add_argument("--standardize", action="store_true", help="(score - reward_mean) / reward_std from config")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="default fp32 (exact)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    parser.add_argument("--max_length", type=int, help="default: the tokenizer's model_max_length (capped at 512)")
-    parser.add_argument("--max_tokens", type=int, help="padded tokens per batch (default 4096 on CPU, 65536 on GPU)")
-    parser.add_argument("--batch_size", type=int, help="most sequences per batch (default 64 on CPU, 512 on GPU)")
+    ScorerArguments.add_to(parser, ("precision", "max_length", "max_tokens", "batch_size"))
     parser.add_argument("--num_threads", type=int, help="CPU threads (default: all available cores)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from pipeline.core.errors import FlagParser, UserError, cli_entry, one_line
-from pipeline.model.scorer import PRECISIONS
+from pipeline.model.arguments import ScorerArguments
 
 DEFAULT_KEY_ENV = "Q2_REWARD_API_KEY"
 POSITIVE_FLAGS = ("max_length", "max_tokens", "batch_size", "max_pairs", "max_queue_pairs", "max_connections")
@@ -27,17 +27,14 @@ POSITIVE_FLAGS = ("max_length", "max_tokens", "batch_size", "max_pairs", "max_qu
 
 def build_parser() -> argparse.ArgumentParser:
     parser = FlagParser("python -m pipeline.serve", description="Serve a saved reward model over HTTP.")
-    parser.add_argument("--model", required=True, help="reward model directory (or Hub id)")
+    ScorerArguments.add_to(parser, ("model",))
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port (printed at start)")
     parser.add_argument(
         "--devices", default="auto", help="comma-separated, one model replica each: cpu, cuda:0,cuda:1 (default: every "
         "CUDA GPU, else the CPU)"
     )  # fmt: skip
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default): exact scores")
-    parser.add_argument("--max_length", type=int, help="tokens per pair (default: the model's, at most 512)")
-    parser.add_argument("--max_tokens", type=int, help="padded tokens per forward pass (default: by device)")
-    parser.add_argument("--batch_size", type=int, help="sequences per forward pass at most (default: by device)")
+    ScorerArguments.add_to(parser, ("precision", "max_length", "max_tokens", "batch_size"))
     parser.add_argument("--max_wait_ms", type=float, default=5.0, help="how long an idle replica waits for more")
     parser.add_argument("--max_pairs", type=int, default=4096, help="pairs per request at most (more: 413)")
     parser.add_argument("--max_body_mb", type=float, default=32.0, help="request body size at most (more: 413)")
