@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from typing_extensions import override
 
 from pipeline.model.scorer import RewardScorer
 
@@ -31,6 +32,7 @@ RETRY_AFTER_MAX_S = 60
 class QueueFull(Exception):
     """The server holds as many pairs as it may: the client should retry after `retry_after` seconds."""
 
+    @override
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"the server is busy; retry after {retry_after} s")
         self.retry_after = retry_after

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from typing_extensions import override
+
 from pipeline.core.errors import UserError, one_line
 from pipeline.data.conversation import answer_text, prompt_text
 
@@ -20,6 +22,7 @@ MESSAGE_LIMIT = 300  # characters of a library's error message quoted back
 class Problem(Exception):
     """A request the server refuses: HTTP `status`, and where in the body (`loc`) unless it is about no field."""
 
+    @override
     def __init__(self, status: int, msg: str, loc: tuple[str | int, ...] | None = ("body",), kind: str = "value_error"):
         super().__init__(msg)
         self.status, self.msg, self.loc, self.kind = status, msg, loc, kind
