@@ -52,6 +52,7 @@ VARIANTS: dict[str, list[str]] = {
     "plain-lr1e-4": ["--length_expert", "false", "--learning_rate", "1e-4"],
     "plain-warmup0": ["--length_expert", "false", "--warmup_steps", "0"],
     "plain-wd0": ["--length_expert", "false", "--weight_decay", "0"],
+    "plain-lld0.8": ["--length_expert", "false", "--layer_lr_decay", "0.8", "--learning_rate", "1e-4"],
     "plain-center0.01": ["--length_expert", "false", "--center_rewards_coefficient", "0.01"],
     "plain-trunc-right": ["--length_expert", "false", "--truncation_side", "right"],
     "fp32": ["--bf16", "false"],

@@ -124,6 +124,11 @@ class PipelineRewardConfig(RewardConfig):
         "model is pushed to learn what answer length does not explain. The shipped recipes turn it on; measured in "
         "bench/RESULTS.md ('Length control, second round').",
     )
+    layer_lr_decay: float = key(
+        1.0,
+        "Layer-wise learning-rate decay: the head trains at learning_rate, each encoder layer below at this times "
+        "the one above, the embeddings lowest. 1 = off (one rate); measured in bench/RESULTS.md.",
+    )
     ddp_find_unused_parameters: bool | None = key(
         False, "DDP: look for parameters without gradients each step (none in these models; slower)."
     )

@@ -122,6 +122,8 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
     require("center_rewards_coefficient", center is None or (_finite(center) and center >= 0), "a number >= 0")
     penalty = values["length_bias_penalty"]
     require("length_bias_penalty", _finite(penalty) and penalty >= 0, "a number >= 0 (0 = off)")
+    decay = values["layer_lr_decay"]
+    require("layer_lr_decay", _finite(decay) and 0 < decay <= 1, "a number in (0, 1] (1 = off)")
     missing = _missing_integrations(values["report_to"])
     require("report_to", not missing, f"'none' or installed integrations ({', '.join(missing)} not installed)")
     # Of trl.ModelConfig only model_name_or_path is used; a PEFT, quantisation or dtype key would be silently ignored.

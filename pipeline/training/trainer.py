@@ -24,6 +24,7 @@ from pipeline.training.attention import fp32_attention_on_cpu
 from pipeline.training.checkpoints import COMPLETE, delete_old_checkpoints
 from pipeline.training.chunked_forward import LengthChunkedForward
 from pipeline.training.loss import answer_lengths, batch_correlation, length_expert_offsets, length_slope
+from pipeline.training.optimizer import with_layer_decay
 
 
 class EpochSeededLengthGroupedSampler(Sampler[int]):
@@ -167,6 +168,16 @@ class QRewardTrainer(RewardTrainer):
         # Autocast on CPU: attention in fp32 for the loop's duration (see attention.py).
         with fp32_attention_on_cpu(self.model, self._autocast and self.args.device.type == "cpu"):
             return super()._inner_training_loop(*args, **kwargs)
+
+    @override
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        # transformers' optimizer has one learning rate for all layers; `layer_lr_decay` < 1 splits its groups.
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        decay = getattr(self.args, "layer_lr_decay", 1.0)  # a plain RewardConfig has no such key
+        if fresh and decay != 1.0:
+            self.optimizer = optimizer = with_layer_decay(optimizer, self.model if model is None else model, decay)
+        return optimizer
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
