@@ -45,7 +45,8 @@ def test_baseline_sample_is_bounded_seeded_and_in_order() -> None:
 def test_each_held_out_answer_counts_once_in_the_statistics() -> None:
     pairs = ranked_pairs(2)  # 6 pairs, 6 distinct answers
     scores = {a: float(i) for i, a in enumerate(pd.unique(pd.concat([pairs.chosen, pairs.rejected])))}
-    result = {"chosen_scores": [scores[a] for a in pairs.chosen], "rejected_scores": [scores[a] for a in pairs.rejected]}
+    result = {"chosen_scores": [scores[a] for a in pairs.chosen],
+              "rejected_scores": [scores[a] for a in pairs.rejected]}
     assert sorted(distinct_answer_scores(pairs, result)) == sorted(scores.values())
 
 
