@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO))
 
 HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
 EPOCHS = {"answers": 4.0, "hh": 1.0}
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+# This checkout's package, also where another one is installed editable (a study runs from a git worktree).
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],  # the recipe as it is (bf16 auto: on where native)
@@ -91,7 +92,7 @@ def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str], f
     ]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        command, cwd=REPO, capture_output=True, text=True, env=ENV
     )
     wall = time.perf_counter() - started
     if result.returncode != 0:
@@ -171,7 +172,7 @@ def stock(dataset: Path, seed: int, work: Path, fold: Fold | None = None) -> dic
     command = [sys.executable, __file__, "--stock_worker", str(seed), str(work / f"stock-{seed}"), *files]
     started = time.perf_counter()
     result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        command, cwd=REPO, capture_output=True, text=True, env=ENV
     )
     wall = time.perf_counter() - started
     if result.returncode != 0:
