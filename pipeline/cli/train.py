@@ -153,9 +153,15 @@ def run_phases(recipe: Recipe, started: float) -> dict[str, Any]:
         # The main process evaluates and saves alone. No barrier after it: a long evaluation would outlast the
         # others' collective timeout (ddp_timeout) and get the main process killed in the middle of saving.
         return {}
+    trained_at = time.time()
     evaluation = evaluate_phase(recipe, run, data, trained)
     results = results_of(data, trained, evaluation, started)
+    results["evaluation_runtime_s"] = round(time.time() - trained_at, 1)
     gate_failure = save_phase(recipe, run, data, trained, evaluation, results)
+    after = time.time() - trained_at
+    share = f" ({after / trained.train_runtime_s:.0%} of training)" if trained.train_runtime_s else ""
+    print(f"time: training {trained.train_runtime_s:.1f} s; after training {after:.1f} s{share}, of which "
+          f"evaluation {results['evaluation_runtime_s']:.1f} s")  # fmt: skip
     if gate_failure:
         raise UserError(gate_failure)
     push_phase(recipe, run, data)
