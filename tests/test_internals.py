@@ -2,11 +2,12 @@
 `pipeline/` uses, and every method of theirs that it overrides, still exists and does what we rely on.
 
 A release that renames or reshapes one fails here, naming it and the installed versions, instead of silently changing
-training, scoring or the error messages. Each check is a test marked `@binds(...)` with the names it binds: a private
-name (`_fingerprint`) or an override (`QRewardTrainer.log`). Two scans keep the list complete: one reads pipeline/'s
-source for private names of those libraries, the other finds every override at runtime; a name either finds that no
-test binds, or that docs/coupling.md does not list, fails. One tiny ranking trainer, trained for 4 steps (2 epochs,
-2 checkpoints), shows each trainer override is still called.
+training, scoring or the error messages. Each check is a test marked `@binds(...)` with what it binds: a private name
+(`_fingerprint`), an override (`QRewardTrainer.log`) or a public function we restate (`sdpa_attention_forward`).
+Two scans keep the lists complete: one reads pipeline/'s source for private names of those libraries, the other
+finds every override at runtime (each must be marked `@override`). A name they find that no test binds, or that
+docs/coupling.md does not list, fails. One tiny ranking trainer, trained for 4 steps (2 epochs, 2 checkpoints),
+shows each trainer override is still called.
 """
 
 from __future__ import annotations
@@ -351,6 +352,17 @@ def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         trainer.train()
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     return {"trainer": trainer, "dataset": dataset, "epochs": epochs, "logged": logged, "output_dir": output_dir}
+
+
+@binds("QRewardTrainer.create_optimizer")
+def test_create_optimizer(trained: dict[str, Any]) -> None:
+    # Ours splits transformers' parameter groups by layer depth (layer_lr_decay); the first call builds it.
+    assert_takes(RewardTrainer, "create_optimizer", "model")
+    assert "self.create_optimizer(" in inspect.getsource(Trainer), "Trainer no longer builds its optimizer with it"
+    trainer = trained["trainer"]
+    assert isinstance(trainer.optimizer, torch.optim.Optimizer) and trainer.create_optimizer() is trainer.optimizer, (
+        "create_optimizer no longer keeps the optimizer it built as trainer.optimizer"
+    )
 
 
 @binds("_save_checkpoint", "QRewardTrainer._save_checkpoint")
