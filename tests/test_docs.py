@@ -6,8 +6,8 @@ Commands are the lines of ```bash blocks (a trailing backslash continues a line)
 and the commands in table cells (inline code starting with `python `, `accelerate ` or `curl ` that has a flag).
 They run in a temporary copy of the repository (data/ copied, the code linked) whose reward_model/ holds a tiny
 model trained by the pipeline itself (tests/helpers.py), so a command that uses the trained model runs exactly as a
-user types it after the main command, in seconds. Each command runs once per session, in page order (README.md,
-CONTRIBUTING.md, docs/). What each kind of command gets, and why:
+user types it after the main command, in seconds. Each command runs once per session; commands that need no server
+run first, two at a time (those that write the same output one after another). What each kind of command gets:
 
 - `pip install ...` parts of a line are left out: CI (.ci/run) installs before the tests run.
 - data, evaluate, score (also under `accelerate launch`), every `--help`: run as written, and must exit 0.
@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -214,7 +215,8 @@ def test_the_test_command_is_the_one_ci_runs() -> None:
 
 LINKED = ("pipeline", "recipes", "bench", "tests", "docs", ".ci", "accelerate_config.yaml", "pyproject.toml",
           "README.md", "CONTRIBUTING.md")  # fmt: skip
-DONE: dict[str, str] = {}  # command -> the page that ran it first (a command is run once per session)
+WORKERS = 2  # commands run two at a time (see `outcomes`)
+SERVER_URL = re.compile(r"(127\.0\.0\.1|localhost):8000\b")
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +295,7 @@ class Server:
 
     def local(self, text: str) -> str:
         """The same text with the documented port 8000 replaced by this server's."""
-        return re.sub(r"(127\.0\.0\.1|localhost):8000\b", rf"\g<1>:{self.port}", text)
+        return SERVER_URL.sub(rf"\g<1>:{self.port}", text)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -335,9 +337,27 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
                           timeout=TIMEOUT_S)  # fmt: skip
 
 
-def run_training(command: str, cwd: Path, env: dict[str, str]) -> str:
-    """As written, where output_dir already holds a model: the command must stop before training, in one line."""
+def is_training(argv: list[str]) -> bool:
+    return "pipeline/train.py" in argv and "--config" in argv and "--help" not in argv
+
+
+def plain_command(kind: str, body: str) -> str | None:
+    """What to run of a shell line that needs no server and no exported variable; None for any other step."""
+    if kind != "shell" or body.startswith(("export ", "python -m pipeline.serve")) or SERVER_URL.search(body):
+        return None
+    if "python -m pytest" in body:  # the line that runs this suite (it is .ci/run's: a test above checks it)
+        return None
+    return " && ".join(p.strip() for p in body.split("&&") if not p.strip().startswith("pip install"))
+
+
+def run_plain(command: str, cwd: Path, env: dict[str, str]) -> str:
+    """Runs one command as written (training: where its output_dir holds a model); returns what it did."""
+    make_placeholders(command, cwd)
     argv = shlex.split(command, comments=True)
+    if not is_training(argv):
+        result = run(command, cwd, env)
+        assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        return "ran"
     if "deepspeed" in command and importlib.util.find_spec("deepspeed") is None:
         return "skipped: no deepspeed"  # needs `pip install deepspeed` and GPUs (see the module docstring)
     output_dir = output_dir_of(argv, cwd)
@@ -349,45 +369,90 @@ def run_training(command: str, cwd: Path, env: dict[str, str]) -> str:
     return "stopped before training"
 
 
-def run_step(kind: str, body: str, page: Path, cwd: Path, env: dict[str, str], server: Server | None) -> str:
-    """Runs one command or snippet; returns what it did (for the report of the test)."""
-    uses_server = re.search(r"(127\.0\.0\.1|localhost):8000\b", body) is not None
-    if uses_server:
-        assert server is not None, f"{page.name}: {body!r} needs a server started before it on the page"
-        body = server.local(body)
-    if kind == "python":
-        if "GRPOTrainer" in body and page == README:
-            return "covered by tests/score/test_reward_function.py"
-        previous = Path.cwd()
-        os.chdir(cwd)  # in this process, as tests/score/test_reward_function.py runs the GRPO example
-        try:
-            exec(compile(body, str(page), "exec"), {"__name__": "__main__"})
-        finally:
-            os.chdir(previous)
-        return "ran"
-    if "python -m pytest" in body:  # the line that runs this suite (it is .ci/run's: a test above checks it)
-        return "this suite"
-    command = " && ".join(p.strip() for p in body.split("&&") if not p.strip().startswith("pip install"))
-    if command in DONE and not uses_server:
-        return f"ran in {DONE[command]}"
-    make_placeholders(command, cwd)
+def output_key(command: str, cwd: Path) -> str:
+    """Commands that write (or lock) the same output share a key and run one after another."""
     argv = shlex.split(command, comments=True)
-    if "pipeline/train.py" in argv and "--config" in argv and "--help" not in argv:
-        what = run_training(command, cwd, env)
-        DONE[command] = page.name
-        return what
-    else:
-        result = run(command, cwd, env)
-        assert result.returncode == 0, f"{page.name}: {command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-        if argv[0] == "curl":
-            reply = json.loads(result.stdout)
-            assert "detail" not in reply, f"{command}: {reply}"
-    DONE[command] = page.name
+    if is_training(argv):
+        return str(output_dir_of(argv, cwd))
+    for flag in ("--output", "--output_dir"):
+        if flag in argv:
+            return str(cwd / argv[argv.index(flag) + 1])
+    return command
+
+
+@pytest.fixture(scope="module")
+def outcomes(clone: Path) -> dict[str, str]:
+    """Every plain command of every page (those before the page's first `export`), each once, two at a time: most of
+    a command's time is one core importing torch and transformers, so two share a 2-core machine well."""
+    commands: list[str] = []
+    for page in PAGES:
+        for kind, body in steps_of(page):
+            if kind == "shell" and body.startswith("export "):
+                break
+            command = plain_command(kind, body)
+            if command is not None and command not in commands:
+                commands.append(command)
+                make_placeholders(command, clone)
+    groups: dict[str, list[str]] = {}
+    for command in commands:
+        groups.setdefault(output_key(command, clone), []).append(command)
+    results: dict[str, str] = {}
+
+    def run_group(group: list[str]) -> None:
+        for command in group:
+            started = time.monotonic()
+            try:
+                what = run_plain(command, clone, environment())
+            except (AssertionError, subprocess.TimeoutExpired) as error:
+                what = f"FAILED: {error}"
+            results[command] = f"{what} ({time.monotonic() - started:.1f} s)"
+
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        list(pool.map(run_group, groups.values()))
+    return results
+
+
+def run_snippet(body: str, page: Path, cwd: Path) -> str:
+    if "GRPOTrainer" in body and page == README:
+        return "covered by tests/score/test_reward_function.py"
+    previous = Path.cwd()
+    os.chdir(cwd)  # in this process, as tests/score/test_reward_function.py runs the GRPO example
+    try:
+        exec(compile(body, str(page), "exec"), {"__name__": "__main__"})
+    finally:
+        os.chdir(previous)
     return "ran"
 
 
+def run_client(body: str, page: Path, cwd: Path, env: dict[str, str], server: Server | None) -> str:
+    """A command that calls the server started before it on the page (curl, or Python with requests)."""
+    assert server is not None, f"{page.name}: {body!r} needs a server started before it on the page"
+    if not body.startswith("curl "):
+        return run_snippet(server.local(body), page, cwd)
+    result = run(server.local(body), cwd, env)
+    assert result.returncode == 0, f"{body}\n{result.stderr[-3000:]}"
+    reply = json.loads(result.stdout)
+    assert "detail" not in reply, f"{body}: {reply}"
+    return "ran"
+
+
+def run_page_step(kind: str, body: str, page: Path, cwd: Path, env: dict[str, str], outcomes: dict[str, str],
+                  server: Server | None) -> str:  # fmt: skip
+    if SERVER_URL.search(body):
+        return run_client(body, page, cwd, env, server)
+    if kind == "python":
+        return run_snippet(body, page, cwd)
+    command = plain_command(kind, body)
+    if command is None:
+        return "this suite"
+    if command not in outcomes:  # after an `export` on its page: here, with that environment
+        outcomes[command] = run_plain(command, cwd, env)
+    assert not outcomes[command].startswith("FAILED"), f"{page.name}: {outcomes[command]}"
+    return outcomes[command]
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_command_runs_as_written(page: Path, clone: Path) -> None:
+def test_every_command_runs_as_written(page: Path, clone: Path, outcomes: dict[str, str]) -> None:
     env = environment()
     for program in ("curl", "openssl"):
         if any(program in body for _, body in steps_of(page)) and shutil.which(program) is None:
@@ -395,8 +460,7 @@ def test_every_command_runs_as_written(page: Path, clone: Path) -> None:
     server: Server | None = None
     try:
         for kind, body in steps_of(page):
-            started = time.monotonic()
-            what = "ran"
+            started, what = time.monotonic(), "ran"
             if kind == "shell" and body.startswith("export "):
                 exported = run(f"{body}\nenv -0", clone, env)
                 assert exported.returncode == 0, exported.stderr
@@ -406,8 +470,8 @@ def test_every_command_runs_as_written(page: Path, clone: Path) -> None:
                     server.stop()
                 server = Server(body, clone, env)
             else:
-                what = run_step(kind, body, page, clone, env, server)
-            print(f"{time.monotonic() - started:6.1f} s  {what:<24.24}  {' '.join(body.split())[:80]}")
+                what = run_page_step(kind, body, page, clone, env, outcomes, server)
+            print(f"{time.monotonic() - started:6.1f} s  {what:<36.36}  {' '.join(body.split())[:70]}")
     finally:
         if server is not None and server.process.poll() is None:
             server.stop()
