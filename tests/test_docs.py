@@ -3,24 +3,24 @@ and docs/*.md exists, the README's package picture is the one tests/test_layout.
 their code blocks runs.
 
 Commands are the lines of ```bash blocks (a trailing backslash continues a line), the Python of ```python blocks,
-and the commands in table cells (inline code starting with `python `, `accelerate ` or `curl ` that has a flag).
-They run in a temporary copy of the repository (data/ copied, the code linked) whose reward_model/ holds a tiny
-model trained by the pipeline itself (tests/helpers.py), so a command that uses the trained model runs exactly as a
-user types it after the main command, in seconds. Each command runs once per session; commands that need no server
-run first, two at a time (those that write the same output one after another). What each kind of command gets:
+and the commands in table cells (inline code starting with `python`, `accelerate`, `curl` or `q2-reward` that has a
+flag). They run in a temporary copy of the repository (data/ copied, the code linked) whose reward_model/ holds a
+tiny model trained by the pipeline itself (tests/helpers.py), so a command that uses the trained model runs exactly
+as a user types it after the main command, in seconds. Each command runs once per session; commands that need no
+server run first, two at a time (those that write the same output one after another). What each kind gets:
 
 - `pip install ...` parts of a line are left out: CI (.ci/run) installs before the tests run.
 - data, evaluate, score (also under `accelerate launch`), every `--help`: run as written, and must exit 0.
 - Python blocks: run as written in this process (their imports are loaded already), with the copy as the current
   directory, as tests/score/test_reward_function.py runs the README's GRPO example.
-- training (`... pipeline/train.py --config ...`): a real run of the main job takes minutes (bench/RESULTS.md,
-  "Main job and base model"), too long for CI on 2 cores. Its output_dir already holds a model in the copy, so the
-  command runs as written through the launcher, the recipe and its checks, and must stop before training with the
-  one-line refusal the docs describe ("Running it again stops before training"). Training itself is tested on tiny
-  models in tests/test_train.py and tests/training/.
-- the server (`python -m pipeline.serve`): started as written but on a free port (8000 may be taken on a shared
-  machine; the port is the only change, also in its clients), waited for until it says it is serving; the commands
-  after it on the same page (curl, the Python client) run against it; then SIGTERM, and it must exit 0.
+- training (`... pipeline/train.py --config ...`, `q2-reward train --config ...`): a real run of the main job takes
+  minutes (bench/RESULTS.md, "Main job and base model"), too long for CI on 2 cores. Its output_dir already holds a
+  model in the copy, so the command runs as written through the launcher, the recipe and its checks, and must stop
+  before training with the one-line refusal the docs describe ("Running it again stops before training"). Training
+  itself is tested on tiny models in tests/test_train.py and tests/training/.
+- the server (`python -m pipeline.serve`, `q2-reward serve`): started as written but on a free port (8000 may be
+  taken on a shared machine; the port is the only change, also in its clients), waited for until /health answers;
+  the commands after it on the same page (curl, the Python client) run against it; then SIGTERM: it must exit 0.
 - the test command (`... ruff check . && HF_HUB_OFFLINE=1 python -m pytest`) is what runs this suite, after ruff:
   it is not run again here; a test checks that it is the line .ci/run runs.
 - DeepSpeed: it needs the deepspeed package and GPUs, which the test install does not have; skipped when deepspeed
@@ -61,7 +61,9 @@ TIMEOUT_S = 300
 # --- reading the pages -------------------------------------------------------------------------------------------
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
-TABLE_COMMAND = re.compile(r"`((?:python|accelerate|curl) [^`]* --[^`]+)`")  # with a flag: a command, not a name
+TABLE_COMMAND = re.compile(
+    r"`((?:python|accelerate|curl|q2-reward) [^`]* --[^`]+)`"
+)  # with a flag: a command, not a name
 ROOTS = ("pipeline", "recipes", "bench", "tests", "docs", "data", ".ci")
 REPO_PATH = re.compile(rf"(?<![\w./~-])((?:{'|'.join(re.escape(r) for r in ROOTS)})/[\w./-]*)")
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -338,12 +340,20 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 def is_training(argv: list[str]) -> bool:
-    return "pipeline/train.py" in argv and "--config" in argv and "--help" not in argv
+    """`... pipeline/train.py --config ...`, `q2-reward train --config ...`, `... -m pipeline.cli train --config ...`"""
+    entry = "pipeline/train.py" in argv or any(
+        word in ("q2-reward", "pipeline.cli") and argv[i + 1 : i + 2] == ["train"] for i, word in enumerate(argv)
+    )
+    return entry and "--config" in argv and "--help" not in argv
+
+
+def is_server(kind: str, body: str) -> bool:
+    return kind == "shell" and body.startswith(("python -m pipeline.serve", "q2-reward serve"))
 
 
 def plain_command(kind: str, body: str) -> str | None:
     """What to run of a shell line that needs no server and no exported variable; None for any other step."""
-    if kind != "shell" or body.startswith(("export ", "python -m pipeline.serve")) or SERVER_URL.search(body):
+    if kind != "shell" or body.startswith("export ") or is_server(kind, body) or SERVER_URL.search(body):
         return None
     if "python -m pytest" in body:  # the line that runs this suite (it is .ci/run's: a test above checks it)
         return None
@@ -465,7 +475,7 @@ def test_every_command_runs_as_written(page: Path, clone: Path, outcomes: dict[s
                 exported = run(f"{body}\nenv -0", clone, env)
                 assert exported.returncode == 0, exported.stderr
                 env = dict(item.split("=", 1) for item in exported.stdout.split("\0") if "=" in item)
-            elif kind == "shell" and body.startswith("python -m pipeline.serve"):
+            elif is_server(kind, body):
                 if server is not None:
                     server.stop()
                 server = Server(body, clone, env)
