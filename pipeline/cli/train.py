@@ -18,7 +18,7 @@ from pipeline.core.files import exclusive_output
 from pipeline.core.hub import push_folder
 from pipeline.data import push_dataset
 from pipeline.data.conversation import CONFIG_KEY, CONVERSATION_FORMAT
-from pipeline.evaluation.heldout import HeldOutEvaluation, evaluate_trained
+from pipeline.evaluation.heldout import HeldOutEvaluation, UntrainedBaseline, evaluate_trained, untrained_baseline
 from pipeline.evaluation.overlap import train_prompts_record
 from pipeline.model.base import resolve_base_model
 from pipeline.publishing.model_card import without_local_paths
@@ -31,6 +31,7 @@ from pipeline.training.run import (
     PreparedData,
     RunContext,
     TrainedModel,
+    load_tokenizer,
     new_reward_model,
     prepare_data,
     train_model,
@@ -58,18 +59,36 @@ def plan_run(recipe: Recipe) -> RunContext:
     return RunContext(output_dir, checkpoint_dir_for(output_dir), base_model, is_main, world_size)
 
 
-def evaluate_phase(recipe: Recipe, run: RunContext, data: PreparedData, trained: TrainedModel) -> HeldOutEvaluation:
+def baseline_phase(recipe: Recipe, run: RunContext, data: PreparedData) -> UntrainedBaseline | None:
+    """The untrained model (the same seeded head training starts from) on a sample of the held-out pairs, before
+    training: main process only."""
+    if not run.is_main:
+        return None
+    script, args = recipe.script, recipe.training
+    return untrained_baseline(
+        new_reward_model(recipe, run).to(args.device),
+        load_tokenizer(recipe, run),
+        data.dataset["test"].to_pandas(),
+        max_length=args.max_length,
+        batch_size=script.eval_batch_size,
+        max_pairs=script.baseline_max_pairs,
+        seed=args.seed,
+    )
+
+
+def evaluate_phase(
+    recipe: Recipe, data: PreparedData, trained: TrainedModel, baseline: UntrainedBaseline
+) -> HeldOutEvaluation:
     evaluation = evaluate_trained(
         trained.model,
-        new_reward_model(recipe, run),  # the same random head as before training
         trained.tokenizer,
         data.dataset["test"].to_pandas(),
         trained.train_set.encoded,
+        baseline,
         max_length=recipe.training.max_length,
         batch_size=recipe.script.eval_batch_size,
         seed=recipe.training.seed,
         reward_stats_max_answers=recipe.script.reward_stats_max_answers,
-        baseline_max_pairs=recipe.script.baseline_max_pairs,
     )
     trained.model.config.update(evaluation.reward_stats)  # in config.json: (score - reward_mean) / reward_std
     trained.model.config.update({CONFIG_KEY: CONVERSATION_FORMAT})  # how conversations were rendered to text
@@ -148,13 +167,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def run_phases(recipe: Recipe, started: float) -> dict[str, Any]:
     run = plan_run(recipe)
     data = prepare_data(recipe, run)
+    baseline = baseline_phase(recipe, run, data)
     trained = train_model(recipe, run, data)
     if trained is None:
         # The main process evaluates and saves alone. No barrier after it: a long evaluation would outlast the
         # others' collective timeout (ddp_timeout) and get the main process killed in the middle of saving.
         return {}
     trained_at = time.time()
-    evaluation = evaluate_phase(recipe, run, data, trained)
+    evaluation = evaluate_phase(recipe, data, trained, baseline)
     results = results_of(data, trained, evaluation, started)
     results["evaluation_runtime_s"] = round(time.time() - trained_at, 1)
     gate_failure = save_phase(recipe, run, data, trained, evaluation, results)

@@ -1,5 +1,6 @@
-"""The evaluation phase of a training run: the trained model and the untrained baseline on the held-out pairs, the
-report with the trivial baselines, and the reward statistics stored with the model."""
+"""The evaluation phase of a training run: the untrained baseline (before training, on a sample of the held-out
+pairs), the trained model on every held-out pair, the report with the trivial baselines, and the reward statistics
+stored with the model."""
 
 from __future__ import annotations
 
@@ -22,30 +23,48 @@ class HeldOutEvaluation:
     reward_stats: dict[str, float | int]  # reward_mean, reward_std, reward_stats_answers
 
 
-def evaluate_trained(
-    model: PreTrainedModel,
+@dataclass
+class UntrainedBaseline:
+    pairs: pd.DataFrame  # the seeded sample of held-out pairs it was scored on
+    result: dict[str, Any]
+
+
+def untrained_baseline(
     untrained: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     test_pairs: pd.DataFrame,
+    *,
+    max_length: int,
+    batch_size: int,
+    max_pairs: int,
+    seed: int,
+) -> UntrainedBaseline:
+    """The untrained model (the run's own initial weights and head) on a seeded sample of at most `max_pairs`
+    held-out pairs: a reference, so scored with autocast where that is native. Run before training, while that
+    model exists anyway."""
+    sample = baseline_sample(test_pairs, max_pairs, seed)
+    result = evaluate_pairs(
+        untrained, tokenizer, sample, max_length, batch_size, progress=True, desc="untrained baseline", precision="auto"
+    )
+    return UntrainedBaseline(sample, result)
+
+
+def evaluate_trained(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    test_pairs: pd.DataFrame,
     train_encoded: EncodedPairs,
+    baseline: UntrainedBaseline,
     *,
     max_length: int,
     batch_size: int,
     seed: int,
     reward_stats_max_answers: int,
-    baseline_max_pairs: int,
 ) -> HeldOutEvaluation:
-    """Every held-out pair scored once, exactly (fp32), by the trained model; the untrained one (same head seed) on a
-    seeded sample of at most `baseline_max_pairs` of them; the reward statistics from the held-out scores."""
-    evaluate_args = (tokenizer, test_pairs, max_length, batch_size)
-    result = evaluate_pairs(model, *evaluate_args, progress=True, desc="held-out pairs")
-    sample = baseline_sample(test_pairs, baseline_max_pairs, seed)
-    # A reference, not the headline: scored with autocast where that is native (the trained model's number is fp32).
-    baseline = evaluate_pairs(
-        untrained.to(model.device), tokenizer, sample, max_length, batch_size, progress=True,
-        desc="untrained baseline", precision="auto",
-    )  # fmt: skip
-    report = build_report(test_pairs, result, baseline, seed=seed, untrained_pairs=sample)
+    """Every held-out pair scored once, exactly (fp32), by the trained model; the report with the baselines; the
+    reward statistics from those scores (topped up with training answers only when there are few)."""
+    result = evaluate_pairs(model, tokenizer, test_pairs, max_length, batch_size, progress=True, desc="held-out pairs")
+    report = build_report(test_pairs, result, baseline.result, seed=seed, untrained_pairs=baseline.pairs)
     heldout_answers = distinct_answer_scores(test_pairs, result)
     stats = reward_statistics(
         heldout_answers, model, tokenizer, train_encoded, reward_stats_max_answers, batch_size, seed

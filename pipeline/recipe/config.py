@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import torch
 from trl import ModelConfig, RewardConfig
+from typing_extensions import override
 
 from pipeline.core.precision import native_bf16
 
@@ -68,7 +69,7 @@ class ScriptArguments:
     reward_stats_max_answers: int = key(
         256,
         "Answers behind the stored reward mean/std: the held-out answers (already scored), plus a seeded sample "
-        "of training answers when those are fewer than this. The mean's 95% interval is stored beside it.",
+        "of training answers when those are fewer than this. The interval of the mean is stored beside it.",
     )
     baseline_max_pairs: int = key(
         100,
@@ -137,6 +138,7 @@ class PipelineRewardConfig(RewardConfig):
     )
     logging_steps: float = key(10, "Log every N optimizer steps.")
 
+    @override
     def __post_init__(self) -> None:
         if self.bf16 is None:
             self.bf16 = not self.fp16 and native_bf16(self.use_cpu)[0]

@@ -30,6 +30,9 @@ TRAINING_KEYS_IN_HELP = (
 )  # fmt: skip
 
 
+# Pipeline keys that only size the evaluation phase: in --help-all, not on the short page.
+EVALUATION_KEYS = ("eval_batch_size", "reward_stats_max_answers", "baseline_max_pairs")
+
 # Keys whose value may be `auto`, i.e. unset: the dataclass decides by hardware.
 AUTO_KEYS = ("bf16",)
 
@@ -47,7 +50,7 @@ TRAIN_HELP = HelpPage(
     usage=TRAIN_USAGE,
     description="Ranked file -> preference pairs -> reward model -> exact held-out accuracy -> saved model.",
     groups=(
-        ("pipeline keys", tuple(f.name for f in fields(ScriptArguments))),
+        ("pipeline keys", tuple(f.name for f in fields(ScriptArguments) if f.name not in EVALUATION_KEYS)),
         ("model and training keys (the most used)", TRAINING_KEYS_IN_HELP),
     ),
 )

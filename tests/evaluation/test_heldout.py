@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.evaluation.accuracy import evaluate_pairs
-from pipeline.evaluation.heldout import baseline_sample, distinct_answer_scores, evaluate_trained
+from pipeline.evaluation.heldout import baseline_sample, distinct_answer_scores, evaluate_trained, untrained_baseline
 from pipeline.model.encoding import encode_preference_pairs
 
 
@@ -45,8 +45,10 @@ def test_baseline_sample_is_bounded_seeded_and_in_order() -> None:
 def test_each_held_out_answer_counts_once_in_the_statistics() -> None:
     pairs = ranked_pairs(2)  # 6 pairs, 6 distinct answers
     scores = {a: float(i) for i, a in enumerate(pd.unique(pd.concat([pairs.chosen, pairs.rejected])))}
-    result = {"chosen_scores": [scores[a] for a in pairs.chosen],
-              "rejected_scores": [scores[a] for a in pairs.rejected]}
+    result = {
+        "chosen_scores": [scores[a] for a in pairs.chosen],
+        "rejected_scores": [scores[a] for a in pairs.rejected],
+    }
     assert sorted(distinct_answer_scores(pairs, result)) == sorted(scores.values())
 
 
@@ -55,8 +57,9 @@ def test_evaluation_scores_every_pair_exactly_and_samples_only_the_baseline(mode
     test, train = ranked_pairs(30), ranked_pairs(5)  # 90 held-out pairs (90 answers), 15 training pairs
     encoded = encode_preference_pairs(tokenizer, train, 64)
     untrained = AutoModelForSequenceClassification.from_pretrained(model.name_or_path, num_labels=1)
-    evaluation = evaluate_trained(model, untrained, tokenizer, test, encoded, max_length=64, batch_size=16, seed=0,
-                                  reward_stats_max_answers=40, baseline_max_pairs=25)  # fmt: skip
+    baseline = untrained_baseline(untrained, tokenizer, test, max_length=64, batch_size=16, max_pairs=25, seed=0)
+    evaluation = evaluate_trained(model, tokenizer, test, encoded, baseline, max_length=64, batch_size=16, seed=0,
+                                  reward_stats_max_answers=40)  # fmt: skip
     exact = evaluate_pairs(model, tokenizer, test, 64, 16)
     assert evaluation.result["chosen_scores"] == exact["chosen_scores"] and evaluation.result["num_pairs"] == 90
     baseline = evaluation.report["baselines"]["untrained base model"]
@@ -73,8 +76,9 @@ def test_few_held_out_answers_are_topped_up_with_training_answers(model_and_toke
     model, tokenizer = model_and_tokenizer
     test, train = ranked_pairs(2), ranked_pairs(20)  # 6 held-out answers; 60 training pairs
     encoded = encode_preference_pairs(tokenizer, train, 64)
-    evaluation = evaluate_trained(model, model, tokenizer, test, encoded, max_length=64, batch_size=16, seed=0,
-                                  reward_stats_max_answers=32, baseline_max_pairs=100)  # fmt: skip
+    baseline = untrained_baseline(model, tokenizer, test, max_length=64, batch_size=16, max_pairs=100, seed=0)
+    evaluation = evaluate_trained(model, tokenizer, test, encoded, baseline, max_length=64, batch_size=16, seed=0,
+                                  reward_stats_max_answers=32)  # fmt: skip
     stats = evaluation.reward_stats
     assert stats["reward_stats_answers"] == 32 and stats["reward_stats_train_answers"] == 26
     assert not evaluation.report["baselines"]["untrained base model"]["sampled"]  # 6 pairs <= 100: all of them
