@@ -159,11 +159,14 @@ def stock_worker(dataset: Path, seed: int, out: Path, test: Path | None = None) 
 
 
 def stock_precision() -> dict:
-    """TRL's default precision (bf16), except where this CPU only emulates bf16: fp32 there, as a user would set it."""
+    """TRL's default precision (bf16), except where this CPU only emulates bf16, or where `STOCK_BF16=false` says
+    that its bf16 path is far slower than fp32 on this machine: fp32 there, as a user would set it."""
     import torch
 
     from pipeline.core.precision import native_bf16
 
+    if os.environ.get("STOCK_BF16", "auto") == "false":
+        return {"bf16": False}
     return {} if native_bf16(use_cpu=not torch.cuda.is_available())[0] else {"bf16": False}
 
 
