@@ -62,18 +62,41 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def validate(values: Mapping[str, Any], sources: KeySources) -> None:
-    """Every key a user can type, checked before any work: one line naming the key, its value and what is allowed."""
+class _Checks:
+    """The one-line refusals of `validate`: `require(key, ok, allowed)` names the key, where it came from, what is
+    allowed and the value it got."""
 
-    def require(key: str, ok: bool, allowed: str) -> None:
+    def __init__(self, values: Mapping[str, Any], sources: KeySources) -> None:
+        self.values = values
+        self.sources = sources
+
+    def require(self, key: str, ok: bool, allowed: str) -> None:
         if not ok:
-            raise UserError(f"{sources.where(key)} must be {allowed} (got {values.get(key)!r})")
+            raise UserError(f"{self.sources.where(key)} must be {allowed} (got {self.values.get(key)!r})")
 
-    def number(key: str, low: float, low_allowed: bool = True) -> None:
-        value = values[key]
+    def number(self, key: str, low: float, low_allowed: bool = True) -> None:
+        value = self.values[key]
         ok = _finite(value) and (value >= low if low_allowed else value > low)
-        require(key, ok, f"a number {'>=' if low_allowed else '>'} {low:g}")
+        self.require(key, ok, f"a number {'>=' if low_allowed else '>'} {low:g}")
 
+
+def validate(values: Mapping[str, Any], sources: KeySources) -> None:
+    """Every key a user can type, checked before any work: one line naming the key, its value and what is allowed.
+
+    The checks run in a fixed order, so that of several bad keys the same one is always named first.
+    """
+    checks = _Checks(values, sources)
+    _check_names_and_choices(checks)
+    _check_sizes_and_seeds(checks)
+    _check_optimization(checks)
+    _check_saving_and_extras(checks)
+    _check_unused_model_keys(values, sources)
+    _check_push_targets(checks)
+
+
+def _check_names_and_choices(checks: _Checks) -> None:
+    """The paths and names, the split, and the keys that take one of a few words."""
+    values, require = checks.values, checks.require
     for key, example in (
         ("dataset_path", "data/answers.csv"),
         ("output_dir", "reward_model"),
@@ -86,6 +109,11 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
     require("objective", values["objective"] in ("pairwise", "ranking"), "'pairwise' or 'ranking'")
     require("input_shape", values["input_shape"] in ("auto", "ranked", "pairwise"), "'auto', 'ranked' or 'pairwise'")
     require("truncation_side", values["truncation_side"] in ("left", "right"), "'left' or 'right'")
+
+
+def _check_sizes_and_seeds(checks: _Checks) -> None:
+    """The length of an input, the accuracy gate, the batch and sample sizes, the seeds."""
+    values, require = checks.values, checks.require
     # DistilBERT has 512 position embeddings; longer inputs crash inside the model.
     max_length = values["max_length"]
     require("max_length", _integer(max_length) and 8 <= max_length <= 512, "between 8 and 512")
@@ -96,6 +124,11 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
         require(key, _integer(values[key]) and values[key] >= 1, "an integer >= 1")
     for key in ("split_seed", "seed"):  # numpy's generators take 0 .. 2**32 - 1
         require(key, _integer(values[key]) and 0 <= values[key] < 2**32, "an integer from 0 to 4294967295")
+
+
+def _check_optimization(checks: _Checks) -> None:
+    """The learning rate, the length of training, and the optimizer's numbers."""
+    values, require, number = checks.values, checks.require, checks.number
     number("learning_rate", 0, low_allowed=False)
     max_steps = values["max_steps"]
     require("max_steps", _integer(max_steps) and (max_steps == -1 or max_steps >= 1),
@@ -106,6 +139,11 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
     for key in ("warmup_steps", "weight_decay", "max_grad_norm"):
         number(key, 0)
     number("adam_epsilon", 0, low_allowed=False)
+
+
+def _check_saving_and_extras(checks: _Checks) -> None:
+    """Checkpoints and logging, the trainer's strategies, the data workers, the loss extras and the reporting."""
+    values, require, number = checks.values, checks.require, checks.number
     for key in ("save_steps", "logging_steps"):  # below 1: a fraction of the total steps
         number(key, 0, low_allowed=False)
     limit = values["save_total_limit"]
@@ -126,14 +164,22 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
     require("layer_lr_decay", _finite(decay) and 0 < decay <= 1, "a number in (0, 1] (1 = off)")
     missing = _missing_integrations(values["report_to"])
     require("report_to", not missing, f"'none' or installed integrations ({', '.join(missing)} not installed)")
-    # Of trl.ModelConfig only model_name_or_path is used; a PEFT, quantisation or dtype key would be silently ignored.
+
+
+def _check_unused_model_keys(values: Mapping[str, Any], sources: KeySources) -> None:
+    """Of trl.ModelConfig only model_name_or_path is used; a PEFT, quantisation or dtype key would be silently
+    ignored."""
     for f in fields(ModelConfig):
         if f.name != "model_name_or_path" and f.init and values.get(f.name, f.default) != f.default:
             raise UserError(
                 f"{sources.where(f.name)} is not used by this pipeline (of trl.ModelConfig only model_name_or_path "
                 f"is); remove it (got {values[f.name]!r})"
             )
-    # The pushes come after training: a repo id they would refuse must stop the run now.
+
+
+def _check_push_targets(checks: _Checks) -> None:
+    """The pushes come after training: a repo id they would refuse must stop the run now."""
+    values, sources = checks.values, checks.sources
     for key, flag, example in (
         ("hub_model_id", "push_to_hub", "your-name/reward-model"),
         ("dataset_hub_id", "dataset_push_to_hub", "your-name/preference-pairs"),
@@ -141,7 +187,7 @@ def validate(values: Mapping[str, Any], sources: KeySources) -> None:
         if values[flag]:
             if not values[key]:
                 raise UserError(f"{sources.where(key)} is not set but {flag} is true; set it, e.g. {example}")
-            require(key, _is_repo_id(values[key]), f"a Hugging Face Hub repo id, e.g. {example}")
+            checks.require(key, _is_repo_id(values[key]), f"a Hugging Face Hub repo id, e.g. {example}")
 
 
 def _missing_integrations(report_to: str | list[str] | None) -> list[str]:

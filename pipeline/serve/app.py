@@ -36,6 +36,8 @@ class Settings:
 
 
 def create_app(batcher: Batcher, settings: Settings) -> FastAPI:
+    """The app: the batcher starts with it and closes after the last request; its routes and error replies."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
@@ -43,7 +45,14 @@ def create_app(batcher: Batcher, settings: Settings) -> FastAPI:
         await batcher.close()  # uvicorn has let the requests in flight finish by now
 
     app = FastAPI(title="q2-reward", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    scorer = batcher.scorers[0]
+    _add_error_replies(app)
+    _add_health(app, batcher, settings)
+    _add_scoring_routes(app, batcher, settings)
+    return app
+
+
+def _add_error_replies(app: FastAPI) -> None:
+    """The reply to each refusal or failure: 401/413/422 (`Problem`), 503 (queue full), 499 (client gone), 500."""
 
     @app.exception_handler(Problem)
     async def refused(request: Request, err: Problem) -> JSONResponse:
@@ -62,6 +71,11 @@ def create_app(batcher: Batcher, settings: Settings) -> FastAPI:
     async def failed(request: Request, err: Exception) -> JSONResponse:  # logged with its traceback by the server
         return JSONResponse({"detail": f"scoring failed: {one_line(err, 300, with_type=True)}"}, status_code=500)
 
+
+def _add_health(app: FastAPI, batcher: Batcher, settings: Settings) -> None:
+    """`GET /health`: the model, its devices and precision, and the queue."""
+    scorer = batcher.scorers[0]
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {
@@ -76,6 +90,11 @@ def create_app(batcher: Batcher, settings: Settings) -> FastAPI:
             "max_pairs": settings.max_pairs,
             "auth": settings.api_key is not None,
         }
+
+
+def _add_scoring_routes(app: FastAPI, batcher: Batcher, settings: Settings) -> None:
+    """`POST /score` and OpenRLHF's `POST /get_reward`, which check and score a request the same way."""
+    scorer = batcher.scorers[0]
 
     async def scored(request: Request, parse: Callable[[bytes, int], Pairs]) -> tuple[Pairs, np.ndarray, np.ndarray]:
         check_key(request, settings.api_key)
@@ -106,8 +125,6 @@ def create_app(batcher: Batcher, settings: Settings) -> FastAPI:
             scores = scorer.standardize(scores)
         rewards = as_json(scores)
         return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": truncated.astype(float).tolist()}}
-
-    return app
 
 
 class ClientGone(Exception):
