@@ -1,6 +1,6 @@
 """Validation: a source table of either shape becomes preference pairs and a report. Empty rows, prompts with one
 answer, repeats and contradictions are counted drops; a bad value or a conflicting repeat is a one-line error naming
-the row (the policy is in README.md, "Input format and data policy")."""
+the row (the policy is in docs/data.md, "What is kept, dropped or refused")."""
 
 from __future__ import annotations
 

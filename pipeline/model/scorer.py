@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 
     from pipeline.model.encoding import Encoded
 
-# pipeline.encoding / pipeline.loading (transformers) are imported where used, so that the CLI answers a bad file or
-# column in a moment instead of after loading them. RewardScorer needs no datasets, evaluate or trl (the CLI reads
-# CSV/TSV/Parquet through the data step, which uses datasets).
+# pipeline.model.encoding / pipeline.model.loading (transformers) are imported where used, so that the CLI answers a
+# bad file or column in a moment instead of after loading them. RewardScorer needs no datasets, evaluate or trl (the
+# CLI reads CSV/TSV/Parquet through the data step, which uses datasets).
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}

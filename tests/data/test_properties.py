@@ -72,7 +72,8 @@ def drop(dropped: Counter, keep: list[bool], index: int, reason: str) -> None:
 
 
 def ranked_reference(rows: list[tuple], by: str) -> tuple[list[tuple], Counter, int]:
-    """(prompt, chosen, rejected, margin) of every pair, drops by reason, tied pairs skipped: the README's policy."""
+    """(prompt, chosen, rejected, margin) of every pair, drops by reason, tied pairs skipped: the policy of
+    docs/data.md."""
     keep, dropped = [True] * len(rows), Counter()
     for i, (prompt, answer, _) in enumerate(rows):
         if blank(prompt) and blank(answer):
