@@ -43,7 +43,7 @@ RECIPE_KEYS_IN_CARD = (
     "test_size", "split_seed", "use_margin", "truncation_side", "max_length",
     "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "weight_decay", "bf16", "seed", "length_expert",
-    "length_bias_penalty", "layer_lr_decay",
+    "length_bias_penalty", "layer_lr_decay", "min_train_steps",
 )  # fmt: skip
 
 

@@ -125,6 +125,11 @@ class PipelineRewardConfig(RewardConfig):
         "model is pushed to learn what answer length does not explain. The shipped recipes turn it on; measured in "
         "bench/RESULTS.md ('Length control, second round').",
     )
+    min_train_steps: int = key(
+        0,
+        "At least this many optimizer steps: a small training set gets more epochs than num_train_epochs, a large "
+        "one trains num_train_epochs. 0 = off; max_steps, when set, wins.",
+    )
     layer_lr_decay: float = key(
         1.0,
         "Layer-wise learning-rate decay: the head trains at learning_rate, each encoder layer below at this times "

@@ -130,6 +130,8 @@ def _check_optimization(checks: _Checks) -> None:
     """The learning rate, the length of training, and the optimizer's numbers."""
     values, require, number = checks.values, checks.require, checks.number
     number("learning_rate", 0, low_allowed=False)
+    require("min_train_steps", _integer(values["min_train_steps"]) and values["min_train_steps"] >= 0,
+            "an integer >= 0 (0 = off)")  # fmt: skip
     max_steps = values["max_steps"]
     require("max_steps", _integer(max_steps) and (max_steps == -1 or max_steps >= 1),
             "a number of steps >= 1, or -1 to train num_train_epochs")  # fmt: skip

@@ -5,6 +5,7 @@ checkpoint of the same run)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -164,6 +165,16 @@ def length_expert_weight(encoded: EncodedPairs, sep_token_id: int | None, rows: 
     return fit_length_expert(answer[encoded.chosen], answer[encoded.rejected])
 
 
+def planned_max_steps(args: PipelineRewardConfig, examples: int, world_size: int) -> int:
+    """`max_steps` for the trainer: as given, or (with `min_train_steps`) that many steps when num_train_epochs
+    would give fewer; -1 (train by epochs) otherwise."""
+    if args.max_steps > 0 or not args.min_train_steps:
+        return args.max_steps
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size
+    by_epochs = math.ceil(math.ceil(examples / per_step) * args.num_train_epochs)
+    return args.min_train_steps if by_epochs < args.min_train_steps else -1
+
+
 def print_plan(recipe: Recipe, run: RunContext, data: PreparedData, train_set: TrainingSet) -> None:
     """What will be trained, how it was tokenized, and on which engine (main process only)."""
     args = recipe.training
@@ -182,6 +193,9 @@ def print_plan(recipe: Recipe, run: RunContext, data: PreparedData, train_set: T
             else:
                 engine = name
     print(f"training: world size {run.world_size} ({engine}) on {args.device.type}, global batch {global_batch} {unit}")
+    steps = planned_max_steps(args, len(train_set.dataset), run.world_size)
+    if steps != args.max_steps:
+        print(f"min_train_steps: {steps} optimizer steps, more than {args.num_train_epochs:g} epoch(s) would give")
     print(f"precision: {precision_line(args)}")
     if args.length_expert:
         print(
@@ -241,7 +255,10 @@ def train_model(recipe: Recipe, run: RunContext, data: PreparedData) -> TrainedM
     )
     # Checkpoints live beside the model, not inside it; we push ourselves, after the local copy is complete. The
     # trainer never sees hub_token: it would pickle it in plain text into every checkpoint's training_args.bin.
-    args = dataclasses.replace(recipe.training, output_dir=str(run.checkpoint_dir), push_to_hub=False, hub_token=None)
+    args = dataclasses.replace(
+        recipe.training, output_dir=str(run.checkpoint_dir), push_to_hub=False, hub_token=None,
+        max_steps=planned_max_steps(recipe.training, len(train_set.dataset), run.world_size),
+    )  # fmt: skip
     if script.objective == "ranking":
         trainer = RankingRewardTrainer(
             model=model,

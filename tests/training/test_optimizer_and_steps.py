@@ -1,4 +1,4 @@
-"""Layer-wise learning-rate decay: which rate each parameter trains at."""
+"""Layer-wise learning-rate decay (which rate each parameter trains at) and min_train_steps."""
 
 from __future__ import annotations
 
@@ -31,3 +31,23 @@ def test_each_layer_trains_at_decay_times_the_one_above(tiny_model_dir: Path) ->
         assert lr[id(p)][0] == pytest.approx(1e-3 * 0.5 ** (layers + 1 - depths[name]))
         assert lr[id(p)][1] == (0.0 if "bias" in name else 0.01)  # weight-decay groups kept
     assert decayed is base and decayed.defaults == defaults
+
+
+@pytest.mark.parametrize(
+    ("examples", "epochs", "min_steps", "max_steps", "expected"),
+    [
+        (230, 4.0, 0, -1, -1),  # off: by epochs
+        (230, 1.0, 80, -1, 80),  # 29 steps an epoch: 80 steps instead
+        (646, 1.0, 80, -1, -1),  # 81 steps an epoch already
+        (640, 1.0, 80, -1, -1),  # exactly 80
+        (230, 1.0, 80, 10, 10),  # max_steps wins
+    ],
+)
+def test_min_train_steps(examples: int, epochs: float, min_steps: int, max_steps: int, expected: int) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.training.run import planned_max_steps
+
+    args = SimpleNamespace(max_steps=max_steps, min_train_steps=min_steps, per_device_train_batch_size=8,
+                           gradient_accumulation_steps=1, num_train_epochs=epochs)  # fmt: skip
+    assert planned_max_steps(args, examples, world_size=1) == expected
