@@ -1,4 +1,7 @@
-"""q2-reward: ranked answers -> preference pairs -> TRL reward model -> exact pairwise accuracy."""
+"""q2-reward: ranked answers -> preference pairs -> TRL reward model -> exact pairwise accuracy.
+
+The Python API of a trained model: `from pipeline import RewardScorer, RewardFunction` (their one public path).
+"""
 
 from __future__ import annotations
 

@@ -29,9 +29,38 @@ def read_pairs(
     input_shape: str = "auto",
     role: str = "main",
 ) -> tuple[pd.DataFrame, DataReport]:
-    """Every pair of an input of either shape (no split), validated as for training: for scoring a whole file.
+    """Read every preference pair of an input of either shape, validated as for training, without a split.
 
-    A saved DatasetDict gives its train split, or with role "test" its test split (or its only split).
+    For scoring or evaluating a whole file. A saved DatasetDict gives its train split, or with `role="test"` its
+    test split (or its only split).
+
+    Args:
+        path (`str` or `Path`):
+            A CSV, TSV, JSON Lines or Parquet file, a `save_to_disk` directory or a Hub dataset id.
+        drop_empty_answers (`bool`, *optional*, defaults to `True`):
+            Drop (and count) rows whose answer is empty; `False`: they are an error.
+        columns (`ColumnMap` or `Mapping[str, str]`, *optional*):
+            The input's column names where they differ from `prompt`, `answer`, `rank`, `chosen`, ...
+        input_shape (`str`, *optional*, defaults to `"auto"`):
+            `"ranked"`, `"pairwise"` or `"auto"` (pairwise when there are chosen/rejected columns and no answer).
+        role (`str`, *optional*, defaults to `"main"`):
+            `"test"` reads a saved DatasetDict's test split.
+
+    Returns:
+        `tuple[pd.DataFrame, DataReport]`: the pairs (columns `prompt`, `chosen`, `rejected`, `margin`) and the
+        report of what was kept and dropped.
+
+    Raises:
+        `UserError`: a missing file or column, or a bad value, with one line naming it (and its row).
+
+    Example:
+
+    ```python
+    >>> from pipeline.data import read_pairs
+    >>> pairs, report = read_pairs("data/answers.csv")
+    >>> pairs.columns.tolist()
+    ['prompt', 'chosen', 'rejected', 'margin']
+    ```
     """
     source, _ = read_source(path, role=role)
     pairs, report = validate(source, column_map(columns), input_shape, drop_empty_answers)
@@ -63,10 +92,42 @@ def build_dataset(
     input_shape: str = "auto",
     test_path: str | Path | None = None,
 ) -> tuple[DatasetDict, DataReport]:
-    """Input -> validated pairs -> DatasetDict(train, test) and the report.
+    """Build the training data: the input's validated preference pairs, split by prompt into train and test.
 
     The test split is a seeded prompt-level split of the input, unless a test set is given: `test_path`, or the
     `test` split of a saved DatasetDict / Hub dataset. Then train prompts that also occur in it are dropped.
+
+    Args:
+        dataset_path (`str` or `Path`):
+            A CSV, TSV, JSON Lines or Parquet file, a `save_to_disk` directory or a Hub dataset id.
+        test_size (`float`):
+            The fraction of prompts held out for evaluation (ignored when a test set is given).
+        split_seed (`int`):
+            The seed of the prompt-level split.
+        drop_empty_answers (`bool`, *optional*, defaults to `True`):
+            Drop (and count) rows whose answer is empty; `False`: they are an error.
+        columns (`ColumnMap` or `Mapping[str, str]`, *optional*):
+            The input's column names where they differ from `prompt`, `answer`, `rank`, `chosen`, ...
+        input_shape (`str`, *optional*, defaults to `"auto"`):
+            `"ranked"`, `"pairwise"` or `"auto"` (pairwise when there are chosen/rejected columns and no answer).
+        test_path (`str` or `Path`, *optional*):
+            A separate test set, which replaces the split.
+
+    Returns:
+        `tuple[DatasetDict, DataReport]`: the `train` and `test` splits (columns `prompt`, `chosen`, `rejected`,
+        `margin`, in TRL's preference format) and the report of what was kept, dropped and split.
+
+    Raises:
+        `UserError`: a missing file or column, a bad value, or too few prompts to split, in one line.
+
+    Example:
+
+    ```python
+    >>> from pipeline.data import build_dataset
+    >>> dataset, report = build_dataset("data/answers.csv", test_size=0.2, split_seed=42)
+    >>> sorted(dataset), dataset["train"].column_names
+    (['test', 'train'], ['prompt', 'chosen', 'rejected', 'margin'])
+    ```
     """
     columns = column_map(columns)
     main, test_source = read_source(dataset_path)

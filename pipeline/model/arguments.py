@@ -22,19 +22,28 @@ class ScorerArguments:
     """How a command loads and runs a reward model (TRL-style script arguments, fields with `metadata["help"]`).
 
     Args:
-        model: the reward model's directory or Hub id.
-        precision: "fp32" (exact), "bf16", "fp16" or "auto" (see `RewardScorer`).
-        max_length: tokens per (prompt, response) at most; None: the tokenizer's model_max_length (within the model's
+        model (`str`):
+            The reward model's directory or Hub id.
+        precision (`str`, *optional*, defaults to `"fp32"`):
+            `"fp32"` (exact), `"bf16"`, `"fp16"` or `"auto"` (see `RewardScorer`).
+        max_length (`int`, *optional*):
+            Tokens per (prompt, response) at most; unset: the tokenizer's `model_max_length` (within the model's
             positions).
-        max_tokens: padded tokens per forward pass at most; None: by device.
-        batch_size: sequences per forward pass at most; None: by device.
+        max_tokens (`int`, *optional*):
+            Padded tokens per forward pass at most; unset: by device.
+        batch_size (`int`, *optional*):
+            Sequences per forward pass at most; unset: by device.
 
     Example:
-        >>> from pipeline.core.errors import FlagParser
-        >>> parser = FlagParser("python -m pipeline.evaluation")
-        >>> ScorerArguments.add_to(parser, ("model", "batch_size"), batch_size=32)
-        >>> parser.parse_args(["--model", "reward_model"]).batch_size
-        32
+
+    ```python
+    >>> from pipeline.core.errors import FlagParser
+    >>> from pipeline.model.arguments import ScorerArguments
+    >>> parser = FlagParser("python -m pipeline.evaluation")
+    >>> ScorerArguments.add_to(parser, ("model", "batch_size"), batch_size=32)
+    >>> parser.parse_args(["--model", "reward_model"]).batch_size
+    32
+    ```
     """
 
     model: str = field(metadata={"help": "reward model directory (or Hub id)"})
@@ -55,8 +64,29 @@ class ScorerArguments:
 
     @classmethod
     def add_to(cls, parser: argparse.ArgumentParser, names: typing.Iterable[str], **defaults: Any) -> None:
-        """Add the flags `names` (in this order) to `parser`, with their help and, where given, a command's own
-        default; a field without a default is a required flag."""
+        """Add the flags `names` (in this order) to `parser`, each with its help text.
+
+        Where given, a command's own default replaces the field's; a field without a default is a required flag.
+
+        Args:
+            parser (`argparse.ArgumentParser`):
+                The command's parser.
+            names (`Iterable[str]`):
+                The fields to add as `--name` flags, in this order.
+            **defaults:
+                A command's own default for some of them (its `--help` states it).
+
+        Example:
+
+        ```python
+        >>> import argparse
+        >>> from pipeline.model.arguments import ScorerArguments
+        >>> parser = argparse.ArgumentParser()
+        >>> ScorerArguments.add_to(parser, ("model", "precision"))
+        >>> parser.parse_args(["--model", "reward_model"]).precision
+        'fp32'
+        ```
+        """
         known = {f.name: f for f in fields(cls)}
         hints = typing.get_type_hints(cls)
         for name in names:

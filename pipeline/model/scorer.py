@@ -98,21 +98,49 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class RewardScorer:
-    """Scores (prompt, response) pairs with a one-label sequence-classification reward model.
+    """Scores (prompt, response) pairs with a one-label sequence-classification reward model, in input order.
 
-        scorer = RewardScorer.from_pretrained("reward_model")  # fp32: the Quick Start's scores
-        scores = scorer.score(["How do I boil an egg?"] * 2, ["9 minutes in boiling water.", "Fry it."])
+    Each pair is encoded as in training (`pipeline.model.encoding.encode_pairs`) and scored in length-sorted batches
+    under `torch.inference_mode`. Most users call `RewardScorer.from_pretrained`; the constructor takes a model
+    already loaded (how training and evaluation score the model they hold).
 
-    `precision`: "fp32" (exact); "fp16" or "bf16" (autocast: faster on GPUs and on CPUs with such hardware, scores
-    differ from fp32 by rounding; a batch that overflows fp16 is redone in fp32; with the first-token path, the last
-    layer's first token and the head stay fp32); "auto" (fp16 on a CUDA GPU, bf16 on a CPU with bf16 hardware,
-    else fp32).
-    `device`: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"; a model passed in is moved there (fp32
-    weights). None: score the model in place, on its device and in its dtype, without copying or casting it (how
-    training and evaluation score the model they hold; autocast only over fp32 weights).
-    Scores come back in input order.
-    `first_token_only`: for DistilBERT, run the last layer for the first token only (the head reads nothing else;
-    same scores, fewer FLOPs; checked once against the model's forward). False: the model's own forward.
+    Args:
+        model (`PreTrainedModel`):
+            A sequence-classification model with one output (`num_labels=1`).
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer; its truncation side is the one training saved.
+        precision (`str`, *optional*, defaults to `"fp32"`):
+            `"fp32"` (exact: the Quick Start's scores); `"fp16"` or `"bf16"` (autocast: faster on GPUs and on CPUs
+            with such hardware, scores differ from fp32 by rounding; a batch that overflows fp16 is redone in fp32;
+            with the first-token path the last layer's first token and the head stay fp32); `"auto"` (fp16 on a
+            CUDA GPU, bf16 on a CPU with bf16 hardware, else fp32).
+        device (`str`, `torch.device` or `None`, *optional*, defaults to `"auto"`):
+            `"auto"` (CUDA if available, else CPU), `"cpu"`, `"cuda"` or `"cuda:N"`; the model is moved there with
+            fp32 weights. `None`: score the model in place, on its device and in its dtype, without copying or
+            casting it (autocast only over fp32 weights).
+        max_length (`int`, *optional*):
+            Tokens per pair at most; longer pairs are truncated as in training. Defaults to the tokenizer's
+            `model_max_length`, at most the model's positions.
+        max_tokens (`int`, *optional*):
+            Padded tokens per forward pass at most; defaults by device.
+        batch_size (`int`, *optional*):
+            Sequences per forward pass at most; defaults by device.
+        first_token_only (`bool`, *optional*, defaults to `True`):
+            For DistilBERT, run the last layer for the first token only (the head reads nothing else: same scores,
+            fewer FLOPs; checked once against the model's forward). `False`: the model's own forward.
+
+    Raises:
+        `UserError`: a device, precision or batch setting this machine cannot run, with one line saying why.
+
+    Example:
+
+    ```python
+    >>> from pipeline import RewardScorer
+    >>> scorer = RewardScorer.from_pretrained("reward_model")  # fp32: the Quick Start's scores
+    >>> scores = scorer.score(["How do I boil an egg?"] * 2, ["9 minutes in boiling water.", "Fry it."])
+    >>> scores.shape, scores.dtype
+    ((2,), dtype('float64'))
+    ```
     """
 
     def __init__(
@@ -172,7 +200,30 @@ class RewardScorer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> RewardScorer:
-        """Load a saved reward model (directory or Hub id); a missing tokenizer or num_labels != 1 is a UserError."""
+        """Load a saved reward model (a directory or a Hub id) and its tokenizer, and make a scorer of it.
+
+        Args:
+            name_or_path (`str` or `os.PathLike`):
+                The model's directory (as `pipeline/train.py` saves it) or its Hub id.
+            **kwargs:
+                The constructor's keyword arguments: `precision`, `device`, `max_length`, `max_tokens`,
+                `batch_size`, `first_token_only`.
+
+        Returns:
+            `RewardScorer`: the scorer, its model in eval mode on `device`.
+
+        Raises:
+            `UserError`: the model is missing, has no tokenizer, or has `num_labels != 1`.
+
+        Example:
+
+        ```python
+        >>> from pipeline import RewardScorer
+        >>> scorer = RewardScorer.from_pretrained("reward_model", precision="fp32", device="cpu")
+        >>> scorer.precision, str(scorer.device)
+        ('fp32', 'cpu')
+        ```
+        """
         from pipeline.model.loading import load_reward_model
 
         model, tokenizer = load_reward_model(os.fspath(name_or_path))
@@ -182,7 +233,21 @@ class RewardScorer:
 
     @property
     def reward_stats(self) -> tuple[float, float] | None:
-        """(reward_mean, reward_std) from the model's config.json, or None when the model has none."""
+        """The statistics of the training answers' scores that training stores in the model's config.json.
+
+        Returns:
+            `tuple[float, float]` or `None`: `(reward_mean, reward_std)`, or `None` when the model has none (or a
+            standard deviation that is not positive).
+
+        Example:
+
+        ```python
+        >>> from pipeline import RewardScorer
+        >>> mean, std = RewardScorer.from_pretrained("reward_model").reward_stats  # a model trained here
+        >>> std > 0
+        True
+        ```
+        """
         mean = getattr(self.model.config, "reward_mean", None)
         std = getattr(self.model.config, "reward_std", None)
         if mean is None or std is None or not float(std) > 0:
@@ -190,7 +255,28 @@ class RewardScorer:
         return float(mean), float(std)
 
     def standardize(self, scores: np.ndarray) -> np.ndarray:
-        """(score - reward_mean) / reward_std with the statistics of the training answers."""
+        """Standardise scores with the statistics of the training answers: `(score - reward_mean) / reward_std`.
+
+        Args:
+            scores (`np.ndarray` or a sequence of floats):
+                Scores of this model.
+
+        Returns:
+            `np.ndarray`: the standardised scores, float64, in the same order.
+
+        Raises:
+            `UserError`: the model has no `reward_mean`/`reward_std` in its config.json (see `reward_stats`).
+
+        Example:
+
+        ```python
+        >>> from pipeline import RewardScorer
+        >>> scorer = RewardScorer.from_pretrained("reward_model")
+        >>> mean, std = scorer.reward_stats
+        >>> round(float(scorer.standardize([mean + std])[0]), 6)
+        1.0
+        ```
+        """
         stats = self.reward_stats
         if stats is None:
             raise UserError(
@@ -217,16 +303,45 @@ class RewardScorer:
         return_truncated: bool = False,
         shard: tuple[int, int] = (0, 1),
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """One score per (prompt, response), in input order (float64 array).
+        """Score each (prompt, response) pair: one score per pair, in input order.
 
-        With `return_truncated`, also a bool array: which pairs were longer than `max_length` (and truncated).
         Pairs are encoded and scored `chunk_size` at a time, so memory stays bounded for any number of pairs. On a
         GPU the next chunk is encoded while the GPU still scores the previous one (its kernels run asynchronously
         until the scores are read back), so tokenization and the model overlap.
 
-        `shard=(rank, processes)`: score only every `processes`-th batch from the `rank`-th (other rows are NaN), for
-        scoring on several processes: the batches are the ones one process makes, so merging the shards gives the
-        one-process scores bit for bit.
+        Args:
+            prompts (`Sequence[str]`):
+                The prompts, one per response.
+            responses (`Sequence[str]`):
+                The responses to score, as many as `prompts`.
+            standardize (`bool`, *optional*, defaults to `False`):
+                Return `(score - reward_mean) / reward_std` (see `standardize`).
+            progress (`bool`, *optional*, defaults to `False`):
+                Show a progress bar.
+            return_truncated (`bool`, *optional*, defaults to `False`):
+                Also return which pairs were longer than `max_length` (and truncated as in training).
+            shard (`tuple[int, int]`, *optional*, defaults to `(0, 1)`):
+                `(rank, processes)`: score only every `processes`-th batch from the `rank`-th (other rows are NaN),
+                for scoring on several processes: the batches are the ones one process makes, so merging the shards
+                gives the one-process scores bit for bit.
+
+        Returns:
+            `np.ndarray`: the float64 scores; with `return_truncated`, a tuple `(scores, truncated)` whose second
+            element is a bool array.
+
+        Raises:
+            `ValueError`: `prompts` and `responses` differ in length.
+
+        Example:
+
+        ```python
+        >>> from pipeline import RewardScorer
+        >>> scorer = RewardScorer.from_pretrained("reward_model")
+        >>> prompts = ["How do I boil an egg?"] * 2
+        >>> scores, truncated = scorer.score(prompts, ["9 minutes in boiling water.", "Fry it."], return_truncated=True)
+        >>> len(scores), truncated.tolist()
+        (2, [False, False])
+        ```
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -253,7 +368,27 @@ class RewardScorer:
         return (scores, truncated) if return_truncated else scores
 
     def score_pairs(self, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> np.ndarray:
-        """`score` for an iterable of (prompt, response) tuples."""
+        """Score (prompt, response) tuples: `score` for pairs given together.
+
+        Args:
+            pairs (`Iterable[tuple[str, str]]`):
+                The (prompt, response) pairs.
+            **kwargs:
+                `score`'s keyword arguments (`standardize`, `progress`, `return_truncated`, `shard`).
+
+        Returns:
+            `np.ndarray`: one float64 score per pair, in input order (as `score` returns it).
+
+        Example:
+
+        ```python
+        >>> from pipeline import RewardScorer
+        >>> scorer = RewardScorer.from_pretrained("reward_model")
+        >>> pairs = [("How do I boil an egg?", "9 minutes in boiling water."), ("How do I boil an egg?", "Fry it.")]
+        >>> bool((scorer.score_pairs(pairs) == scorer.score(*zip(*pairs))).all())
+        True
+        ```
+        """
         pairs = list(pairs)
         return self.score([p for p, _ in pairs], [r for _, r in pairs], **kwargs)
 

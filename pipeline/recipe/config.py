@@ -21,7 +21,30 @@ def key(default: Any, help: str) -> Any:
 
 @dataclass
 class ScriptArguments:
-    """Pipeline-specific recipe keys (data and evaluation)."""
+    """The pipeline's own recipe keys: the data, its split, the objective, evaluation and the quality gate.
+
+    A recipe's keys are these, `PipelineRewardConfig`'s and `trl.ModelConfig`'s; each field's `metadata["help"]`
+    is the help `--help` shows, and the recipe parser checks every value before any work.
+
+    Args:
+        dataset_path (`str`, *optional*, defaults to `"data/answers.csv"`):
+            The input: ranked answers or preference pairs (see `pipeline.data.build_dataset`).
+        test_size (`float`, *optional*, defaults to `0.2`):
+            The fraction of prompts held out for evaluation.
+        objective (`str`, *optional*, defaults to `"pairwise"`):
+            `"pairwise"` or `"ranking"`.
+        **other keys:
+            The other fields, each with its default and help text below.
+
+    Example:
+
+    ```python
+    >>> from pipeline.recipe.config import ScriptArguments
+    >>> args = ScriptArguments(dataset_path="data/answers.csv", test_size=0.1)
+    >>> args.objective, args.split_seed
+    ('pairwise', 42)
+    ```
+    """
 
     dataset_path: str = key("data/answers.csv", "Ranked input file with columns prompt, answer, rank (rank 1 = best).")
     test_size: float = key(0.2, "Fraction of prompts held out for evaluation (the split is by prompt).")
@@ -80,10 +103,28 @@ class ScriptArguments:
 
 @dataclass
 class PipelineRewardConfig(RewardConfig):
-    """RewardConfig with defaults that run unchanged on CPU and GPU.
+    """TRL's `RewardConfig` with defaults that run unchanged on CPU and GPU, and the pipeline's training keys.
 
     TRL defaults bf16=True (an error on CPU-only machines) and activation checkpointing on (slower, and pointless
     for a model this small); we pick bf16 only where the hardware runs it natively and keep checkpointing off.
+
+    Args:
+        output_dir (`str`, *optional*, defaults to `"reward_model"`):
+            Where the trained model, its tokenizer and model card are saved.
+        bf16 (`bool`, *optional*):
+            bf16 autocast; unset: on where bf16 is native (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX).
+        **other keys:
+            `trl.RewardConfig`'s (and `transformers.TrainingArguments`') keys, and the fields below, each with its
+            default and help text.
+
+    Example:
+
+    ```python
+    >>> from pipeline.recipe.config import PipelineRewardConfig
+    >>> config = PipelineRewardConfig(output_dir="reward_model", use_cpu=True, bf16=False)
+    >>> config.activation_checkpointing, config.max_length, config.train_sampling_strategy
+    (False, 512, 'group_by_length')
+    ```
     """
 
     output_dir: str | None = key("reward_model", "Where the trained model, tokenizer and model card are saved.")

@@ -18,18 +18,38 @@ from pipeline.model.scorer import RewardScorer
 
 
 class RewardFunction:
-    """Callable as TRL calls a reward function: `f(prompts=..., completions=..., completion_ids=..., **kwargs)`,
-    one float per completion, in order. Prompts and completions are text or lists of {"role", "content"} messages
-    (rendered as in training, `pipeline.data.conversation`); completion_ids (the policy's tokens) are not used: the
-    reward model has its own tokenizer. A completion longer than the model's max_length is truncated as in
-    training, never an error.
+    """A trained reward model as a TRL reward function (`reward_funcs` of `GRPOTrainer` and the other RL trainers).
 
-        reward = RewardFunction.from_pretrained("reward_model")
-        trainer = GRPOTrainer(model=policy, reward_funcs=[reward], ...)
+    Called as TRL calls a reward function, `f(prompts=..., completions=..., completion_ids=..., **kwargs)`, it
+    returns one float per completion, in order. Prompts and completions are text or lists of `{"role", "content"}`
+    messages (rendered as in training, `pipeline.data.conversation`); `completion_ids` (the policy's tokens) are not
+    used: the reward model has its own tokenizer. A completion longer than the model's `max_length` is truncated as
+    in training, never an error. Under several processes each process scores its own completions on its own device
+    (`device="auto"`: the process's current CUDA device, else the CPU).
 
-    `standardize=True` returns (score - reward_mean) / reward_std with the statistics of the training answers
-    stored in the model's config.json. Under several processes each process scores its own completions on its own
-    device (`device="auto"`: the process's current CUDA device, else the CPU).
+    Args:
+        scorer (`RewardScorer`):
+            The scoring engine of the reward model.
+        standardize (`bool`, *optional*, defaults to `False`):
+            Return `(score - reward_mean) / reward_std` with the statistics of the training answers stored in the
+            model's config.json.
+        name (`str`, *optional*, defaults to `"q2_reward"`):
+            The reward's name in TRL's logs (`rewards/<name>/mean`).
+
+    Raises:
+        `UserError`: `standardize=True` for a model without stored statistics, or a model trained with another
+            rendering of conversations than this version's.
+
+    Example:
+
+    ```python
+    >>> from pipeline import RewardFunction
+    >>> reward = RewardFunction.from_pretrained("reward_model")
+    >>> rewards = reward(prompts=["How do I boil an egg?"], completions=["9 minutes in boiling water."])
+    >>> len(rewards), type(rewards[0]).__name__
+    (1, 'float')
+    >>> # trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=GRPOConfig(...), train_dataset=prompts)
+    ```
     """
 
     def __init__(self, scorer: RewardScorer, *, standardize: bool = False, name: str = "q2_reward") -> None:
@@ -51,8 +71,33 @@ class RewardFunction:
         name: str = "q2_reward",
         **scorer_kwargs: Any,
     ) -> RewardFunction:
-        """Load a saved reward model (directory or Hub id). `precision`/`device`/`max_length`/`max_tokens`/
-        `batch_size` are RewardScorer's: fp32 (default) gives the Quick Start's scores; "auto" is faster."""
+        """Load a saved reward model (a directory or a Hub id) as a reward function.
+
+        Args:
+            name_or_path (`str` or `os.PathLike`):
+                The model's directory (as `pipeline/train.py` saves it) or its Hub id.
+            precision (`str`, *optional*, defaults to `"fp32"`):
+                `RewardScorer`'s precision: `"fp32"` gives the Quick Start's scores; `"auto"` is faster.
+            device (`str`, *optional*, defaults to `"auto"`):
+                `"auto"`, `"cpu"`, `"cuda"` or `"cuda:N"`.
+            standardize (`bool`, *optional*, defaults to `False`):
+                Return standardised scores (see the class).
+            name (`str`, *optional*, defaults to `"q2_reward"`):
+                The reward's name in TRL's logs.
+            **scorer_kwargs:
+                Other `RewardScorer` arguments: `max_length`, `max_tokens`, `batch_size`, `first_token_only`.
+
+        Returns:
+            `RewardFunction`: the reward function.
+
+        Example:
+
+        ```python
+        >>> from pipeline import RewardFunction
+        >>> RewardFunction.from_pretrained("reward_model", device="cpu", name="helpfulness")
+        RewardFunction('helpfulness', precision='fp32', device=cpu)
+        ```
+        """
         scorer = RewardScorer.from_pretrained(name_or_path, precision=precision, device=device, **scorer_kwargs)
         return cls(scorer, standardize=standardize, name=name)
 
