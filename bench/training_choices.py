@@ -29,22 +29,21 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import ANSWERS, HH_CSV, REPO, check, child_env, run_timed, train_command
 
-HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
+HH = HH_CSV
 EPOCHS = {"answers": 4.0, "hh": 1.0}
 # This checkout's package, also where another one is installed editable (a study runs from a git worktree).
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+ENV = child_env(PYTHONPATH=str(REPO))
 
 VARIANTS: dict[str, list[str]] = {
     "default": [],  # the recipe as it is (bf16 auto: on where native)
@@ -85,18 +84,12 @@ def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str], f
     epochs = EPOCHS["hh" if dataset == HH else "answers"]
     data = ["--dataset_path", str(dataset)] if fold is None else ["--dataset_path", str(fold.train), "--test_path",
                                                                    str(fold.test)]  # fmt: skip
-    command = [
-        sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", *data,
-        "--output_dir", str(out), "--seed", str(seed), "--num_train_epochs", str(epochs), "--disable_tqdm", "true",
-        "--save_strategy", "no", *VARIANTS[variant], *extra,
-    ]  # fmt: skip
-    started = time.perf_counter()
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env=ENV
-    )
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    command = train_command(
+        *data, "--output_dir", str(out), "--seed", str(seed), "--num_train_epochs", str(epochs), "--disable_tqdm",
+        "true", "--save_strategy", "no", *VARIANTS[variant], *extra,
+    )  # fmt: skip
+    result, wall = run_timed(command, ENV)
+    check(result, command)
     metrics = json.loads((out / "eval_results.json").read_text())
     precision = next((line for line in result.stdout.splitlines() if line.startswith("precision:")), "")
     shutil.rmtree(out, ignore_errors=True)  # 90 MB a run; the metrics are kept
@@ -104,8 +97,15 @@ def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str], f
         "accuracy": metrics["pairwise_accuracy"], "pairs": metrics["num_pairs"], "ties": metrics["num_ties"],
         "length_controlled": metrics["length"]["length_controlled_accuracy"],
         "spearman": metrics["length"]["spearman_score_length"], "train_s": metrics["train_runtime_s"],
-        "wall_s": round(wall, 1), "precision": precision,
+        "wall_s": round(wall, 1), "precision": precision, "after_training_s": after_training(result.stdout),
     }  # fmt: skip
+
+
+def after_training(stdout: str) -> float | None:
+    """The run's own measure of the time from its last training step to the saved model (its `time:` line)."""
+    line = next((x for x in stdout.splitlines() if x.startswith("time: training")), "")
+    found = re.search(r"after training ([0-9.]+) s", line)
+    return float(found.group(1)) if found else None
 
 
 def stock_worker(dataset: Path, seed: int, out: Path, test: Path | None = None) -> None:
@@ -173,11 +173,7 @@ def stock_precision() -> dict:
 def stock(dataset: Path, seed: int, work: Path, fold: Fold | None = None) -> dict:
     files = [str(dataset)] if fold is None else [str(fold.train), str(fold.test)]
     command = [sys.executable, __file__, "--stock_worker", str(seed), str(work / f"stock-{seed}"), *files]
-    started = time.perf_counter()
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env=ENV
-    )
-    wall = time.perf_counter() - started
+    result, wall = run_timed(command, ENV)
     if result.returncode != 0:
         raise SystemExit(f"stock failed:\n{result.stderr[-3000:]}")
     row = json.loads(result.stdout.strip().splitlines()[-1])
@@ -297,7 +293,7 @@ def main() -> None:
     args = parser.parse_args()
     datasets = []
     if args.only in (None, "answers"):
-        datasets.append(REPO / "data/answers.csv")
+        datasets.append(ANSWERS)
     if args.only in (None, "hh") and HH.is_file():
         datasets.append(HH)
     out = REPO / args.output
