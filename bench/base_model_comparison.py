@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import ANSWERS, HH_CSV, REPO, check, require, run_timed, train_command
 
-from pipeline.data import build_dataset  # noqa: E402
-from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
-
-HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
+from pipeline.data import build_dataset
+from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model
 
 
 def random_twin(target: Path) -> Path:
@@ -50,18 +43,14 @@ def length_baselines(dataset_path: Path) -> dict[str, float]:
 
 def train_once(model: str, dataset: Path, seed: int, epochs: float, work: Path) -> dict:
     out = work / f"rm-{abs(hash((model, str(dataset), seed)))}"
-    command = [
-        sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--model_name_or_path", model,
-        "--dataset_path", str(dataset), "--output_dir", str(out), "--seed", str(seed),
+    command = train_command(
+        "--model_name_or_path", model, "--dataset_path", str(dataset), "--output_dir", str(out), "--seed", str(seed),
         "--num_train_epochs", str(epochs), "--disable_tqdm", "true",
-    ]  # fmt: skip
-    started = time.time()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    )  # fmt: skip
+    result, wall = run_timed(command)
+    check(result, command)
     metrics = json.loads((out / "eval_results.json").read_text())
-    metrics["wall_s"] = round(time.time() - started, 1)
+    metrics["wall_s"] = round(wall, 1)
     print(f"run: {model} {dataset.name} seed {seed}: accuracy {metrics['pairwise_accuracy']:.4f}", flush=True)
     return metrics
 
@@ -73,13 +62,16 @@ def main() -> None:
     parser.add_argument("--hh_epochs", type=float, default=1)
     parser.add_argument("--only", choices=["answers", "hh"], help="run one of the two data sets")
     parser.add_argument("--output", default="bench/results/base_model_comparison.json")
+    parser.add_argument("--hh", type=Path, default=HH_CSV, help="HH-RLHF dev CSV (default: $Q2_HH_DATA or ../shared)")
     parser.add_argument("--bases", nargs="+", choices=["embedded", "random"], default=["embedded", "random"])
     args = parser.parse_args()
     datasets = []
     if args.only in (None, "answers"):
-        datasets.append((REPO / "data/answers.csv", args.answers_epochs))
-    if args.only in (None, "hh") and HH.is_file():
-        datasets.append((HH, args.hh_epochs))
+        datasets.append((ANSWERS, args.answers_epochs))
+    if args.only == "hh":
+        datasets.append((require(args.hh, "--hh"), args.hh_epochs))
+    elif args.only is None and args.hh.is_file():
+        datasets.append((args.hh, args.hh_epochs))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

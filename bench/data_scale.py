@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from common import QUICKSTART, REPO, child_env, machine
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET_S, TARGET_GB = 60.0, 4.0
 WORDS = (
     "the a reward model ranks answers to prompts, and humans said which one is better; it learns from pairs "
@@ -81,11 +80,12 @@ def generate(path: Path, prompts: int, answers: int, seed: int = 0) -> int:
 
 def run_cli(csv_path: Path, out: Path) -> tuple[float, float, float, int, str]:
     """Wall seconds, CPU seconds (user + system), peak RSS (GB) of the child, exit code and its output."""
-    command = [sys.executable, "-m", "pipeline.data", "--config", "recipes/quickstart.yaml"]
+    command = [sys.executable, "-m", "pipeline.data", "--config", QUICKSTART]
     command += ["--dataset_path", str(csv_path), "--output_dir", str(out)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        command, cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
@@ -99,7 +99,6 @@ def profile(csv_path: Path, out: Path) -> None:
     import cProfile
     import pstats
 
-    sys.path.insert(0, str(REPO))
     from pipeline.data import build_dataset, save_dataset
 
     profiler = cProfile.Profile()
@@ -108,21 +107,6 @@ def profile(csv_path: Path, out: Path) -> None:
     save_dataset(dataset, report, out)
     profiler.disable()
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        memory = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-        ram = f"{int(memory.split()[1]) / 1024**2:.0f} GB RAM"
-    except (OSError, StopIteration):
-        ram = "? RAM"
-    usable = len(os.sched_getaffinity(0))
-    return f"{os.cpu_count()} cores ({usable} usable), {cpu}, {ram}, Python {platform.python_version()}"
 
 
 def main() -> None:

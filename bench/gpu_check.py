@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import ANSWERS, HH_CSV, REPO, machine, train_command
 
 BASE: list[str] = []  # --model_name_or_path override (--base_model), e.g. a tiny model for a fast dry run
-HH_CANDIDATES = (REPO.parent / "shared/data/hh_harmless_dev.csv", REPO / ".gpu/hh_harmless_dev.csv")
+HH_CANDIDATES = (HH_CSV, REPO / ".gpu/hh_harmless_dev.csv")
 
 
 def run(cmd: list[str], out: Path, name: str, timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -54,8 +53,7 @@ def run(cmd: list[str], out: Path, name: str, timeout: float, env: dict[str, str
 
 
 def train(out: Path, name: str, args: list[str], timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--output_dir", str(out / name),
-           "--overwrite_output_dir", "true", *BASE, *args]  # fmt: skip
+    cmd = train_command("--output_dir", str(out / name), "--overwrite_output_dir", "true", *BASE, *args)
     code, tail = run(cmd, out, name, timeout)
     result: dict[str, Any] = {"exit": code}
     results_file = out / name / "eval_results.json"
@@ -107,14 +105,14 @@ def step_quickstart(ctx: dict[str, Any]) -> dict[str, Any]:
     result = train(ctx["out"], "quickstart", args, ctx["timeout"])
     if result["exit"] != 0:
         return {"ok": False, **result}
-    snippet = quick_start_accuracy(ctx["out"] / "quickstart", str(REPO / "data/answers.csv"), 0.2)
+    snippet = quick_start_accuracy(ctx["out"] / "quickstart", str(ANSWERS), 0.2)
     result["quick_start_accuracy"] = snippet
     return {"ok": abs(snippet - result["pairwise_accuracy"]) < 1e-9, **result}
 
 
 def step_hh_epoch(ctx: dict[str, Any]) -> dict[str, Any]:
     if ctx["hh"] is None:
-        return {"ok": None, "note": "no HH data (../shared/data or .gpu/hh_harmless_dev.csv)"}
+        return {"ok": None, "note": "no HH data (--hh, $Q2_HH_DATA, ../shared/data or .gpu/hh_harmless_dev.csv)"}
     common = ["--dataset_path", str(ctx["hh"]), "--num_train_epochs", "1", "--test_size", "0.2"]
     if ctx["dry_run"]:
         common += ["--max_steps", "1", "--test_size", "0.05", "--reward_stats_max_answers", "64"]
@@ -132,7 +130,7 @@ def step_score_speed(ctx: dict[str, Any]) -> dict[str, Any]:
     if ctx["hh"] is not None:
         args += ["--data", str(ctx["hh"].with_suffix(".jsonl"))] if ctx["hh"].with_suffix(".jsonl").is_file() else []
     else:
-        args += ["--data", str(REPO / "data/answers.csv")]
+        args += ["--data", str(ANSWERS)]
     if ctx["dry_run"]:
         args += ["--pairs", "16", "--rounds", "1", "--no_full_forward"]
     if BASE:
@@ -154,9 +152,9 @@ def step_score_speed(ctx: dict[str, Any]) -> dict[str, Any]:
 def step_fsdp(ctx: dict[str, Any]) -> dict[str, Any]:
     name = "fsdp"
     steps = "2" if ctx["dry_run"] else "20"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "recipes/accelerate/fsdp.yaml",
-           "--num_processes", "1", "pipeline/train.py", "--config", "recipes/quickstart.yaml", "--output_dir",
-           str(ctx["out"] / name), "--overwrite_output_dir", "true", "--max_steps", steps, *BASE]  # fmt: skip
+    launch = ["--config_file", "recipes/accelerate/fsdp.yaml", "--num_processes", "1"]
+    cmd = train_command("--output_dir", str(ctx["out"] / name), "--overwrite_output_dir", "true", "--max_steps", steps,
+                        *BASE, launch=launch)  # fmt: skip
     code, tail = run(cmd, ctx["out"], name, ctx["timeout"])
     saved = ctx["out"] / name / "eval_results.json"
     accuracy = json.loads(saved.read_text())["pairwise_accuracy"] if saved.is_file() else None
@@ -222,7 +220,7 @@ STEPS = {"gpu_tests": step_gpu_tests, "quickstart": step_quickstart, "hh_epoch":
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="the same steps, tiny, on the CPU")
-    parser.add_argument("--hh", type=Path, help="HH-RLHF pairs CSV (default: ../shared/data or .gpu/)")
+    parser.add_argument("--hh", type=Path, help="HH-RLHF pairs CSV (default: $Q2_HH_DATA, ../shared/data or .gpu/)")
     parser.add_argument("--out", type=Path, help="work folder for models and logs (default: a folder in /tmp)")
     parser.add_argument("--json", type=Path, help="results file (default: bench/results/gpu_check.json on a GPU)")
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
@@ -244,7 +242,8 @@ def main() -> None:
     ctx = {"gpu": gpu, "dry_run": args.dry_run, "out": out, "hh": hh, "timeout": args.step_timeout}
     device = torch.cuda.get_device_name(0) if gpu else f"CPU ({platform.processor() or platform.machine()})"
     results: dict[str, Any] = {"device": device, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                               "torch": torch.__version__, "dry_run": args.dry_run, "steps": {}}  # fmt: skip
+                               "torch": torch.__version__, "machine": machine(), "dry_run": args.dry_run,
+                               "steps": {}}  # fmt: skip
     for name in args.steps.split(","):
         started = time.perf_counter()
         try:

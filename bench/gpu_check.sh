@@ -2,7 +2,7 @@
 # One prepared GPU check of training, scoring, the RL reward function and the server (bench/gpu_check.py).
 #   bash bench/gpu_check.sh              on a machine with a CUDA GPU (writes bench/results/gpu_check.json)
 #   bash bench/gpu_check.sh --dry-run    the same steps, tiny, on the CPU (what CI runs, so the script cannot rot)
-# On a bare GPU machine without this project's dependencies, carry wheels in .whl/ (bench/RESULTS.md, "GPU check").
+# On a bare GPU machine without this project's dependencies, carry their wheels in .whl/ (installed below, offline).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1

@@ -12,17 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
+from common import HH_CSV, REPO, check, require, run_timed, train_command
 
 
 def main() -> None:
@@ -30,7 +23,7 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/large.yaml")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 3], help="the members' data_seed values")
-    parser.add_argument("--hh", type=Path, default=HH)
+    parser.add_argument("--hh", type=Path, default=HH_CSV)
     parser.add_argument("--output", default="bench/results/model_soup.jsonl")
     args = parser.parse_args()
 
@@ -40,22 +33,18 @@ def main() -> None:
     from pipeline.data import build_dataset
     from pipeline.evaluation.accuracy import evaluate_pairs
 
-    test = build_dataset(args.hh, test_size=0.2, split_seed=42)[0]["test"].to_pandas()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    test = build_dataset(require(args.hh, "--hh"), test_size=0.2, split_seed=42)[0]["test"].to_pandas()
     with tempfile.TemporaryDirectory() as tmp:
         members, minutes = [], []
         for data_seed in args.members:
             out = Path(tmp) / f"m{data_seed}"
-            command = [
-                sys.executable, "pipeline/train.py", "--config", args.recipe, "--dataset_path", str(args.hh),
-                "--output_dir", str(out), "--seed", str(args.seed), "--data_seed", str(data_seed),
-                "--save_strategy", "no", "--disable_tqdm", "true",
-            ]  # fmt: skip
-            started = time.perf_counter()
-            result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
-            minutes.append((time.perf_counter() - started) / 60)
-            if result.returncode != 0:
-                raise SystemExit(f"training failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+            command = train_command(
+                "--dataset_path", str(args.hh), "--output_dir", str(out), "--seed", str(args.seed),
+                "--data_seed", str(data_seed), "--save_strategy", "no", "--disable_tqdm", "true", recipe=args.recipe,
+            )  # fmt: skip
+            result, wall = run_timed(command)
+            minutes.append(wall / 60)
+            check(result, command)
             accuracy = json.loads((out / "eval_results.json").read_text())["pairwise_accuracy"]
             members.append({"data_seed": data_seed, "accuracy": accuracy})
             print(members[-1], flush=True)

@@ -17,21 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
+from common import HH_JSONL, machine, require, use_all_cores
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from pipeline import RewardFunction  # noqa: E402
-
-DATA = REPO.parent / "shared/data/hh_harmless_dev.jsonl"
+from pipeline import RewardFunction
 
 
 def make_calls(
@@ -88,20 +81,20 @@ def ordering_agreement(a: np.ndarray, b: np.ndarray, group: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="reward model directory (default: the embedded DistilBERT, random head)")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=HH_JSONL)
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--short", action="store_true", help="only inputs that fit 512 tokens (TRL's path can run)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    use_all_cores()
     model_path = args.model
     if not model_path:
         from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model
 
         model_path = resolve_base_model(EMBEDDED_BASE_MODEL)
-    calls = make_calls(args.data, args.calls, args.prompts, args.generations, args.short)
+    calls = make_calls(require(args.data), args.calls, args.prompts, args.generations, args.short)
     modes = {"RewardFunction fp32": RewardFunction.from_pretrained(model_path, device="cpu")}
     auto = RewardFunction.from_pretrained(model_path, precision="auto", device="cpu")
     if auto.scorer.precision != "fp32":
@@ -129,10 +122,8 @@ def main() -> None:
         row["max_diff"] = max(row["max_diff"], float(np.abs(scores - reference).max()))
         row["agree"].append(ordering_agreement(scores, reference, args.generations))
     per_call = args.prompts * args.generations
-    cpu = platform.processor() or platform.machine()
-    machine = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     kind = "short (fits 512 tokens)" if args.short else "any length"
-    print(f"{machine}; {len(calls)} calls of {args.prompts} prompts x {args.generations} completions ({kind})")
+    print(f"{machine()}; {len(calls)} calls of {args.prompts} prompts x {args.generations} completions ({kind})")
     print("\n| path | s per call (median) | calls crashed | max abs diff vs Quick Start | orderings agreeing |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
@@ -140,7 +131,7 @@ def main() -> None:
         agree = f"{100 * np.mean(row['agree']):.1f}%" if row["agree"] else "n/a"
         print(f"| {name} | {seconds} | {row['crashed']} of {len(calls)} | {row['max_diff']:.2e} | {agree} |")
     if args.json:
-        result = {"machine": machine, "short": args.short, "calls": len(calls), "pairs_per_call": per_call}
+        result = {"machine": machine(), "short": args.short, "calls": len(calls), "pairs_per_call": per_call}
         result["rows"] = rows
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -11,26 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
-
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, check, run_timed, train_command
 
 
 def run(command: list[str]) -> float:
-    started = time.time()
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
-    return time.time() - started
+    result, wall = run_timed(command)
+    check(result, command, "failed")
+    return wall
 
 
 def summary(out: Path) -> tuple[dict, pd.Series]:
@@ -45,16 +36,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=4)
     parser.add_argument("--batch", type=int, default=8, help="global batch (pairs per optimizer step)")
     args = parser.parse_args()
-    common = ["--config", "recipes/quickstart.yaml", "--train_sampling_strategy", "random", "--num_train_epochs",
-              str(args.epochs), "--disable_tqdm", "true"]  # fmt: skip
+    flags = ["--train_sampling_strategy", "random", "--num_train_epochs", str(args.epochs), "--disable_tqdm", "true"]
+    launch = ["--config_file", "accelerate_config.yaml", "--num_processes", str(args.processes), "--num_machines", "1"]
     with tempfile.TemporaryDirectory() as tmp:
         one, many = Path(tmp) / "one", Path(tmp) / "many"
-        wall_one = run([sys.executable, "pipeline/train.py", *common, "--output_dir", str(one),
-                        "--per_device_train_batch_size", str(args.batch)])  # fmt: skip
-        wall_many = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_config.yaml",
-                         "--num_processes", str(args.processes), "--num_machines", "1", "pipeline/train.py", *common,
-                         "--output_dir", str(many),
-                         "--per_device_train_batch_size", str(args.batch // args.processes)])  # fmt: skip
+        batch = "--per_device_train_batch_size"
+        wall_one = run(train_command(*flags, "--output_dir", str(one), batch, str(args.batch)))
+        wall_many = run(train_command(*flags, "--output_dir", str(many), batch, str(args.batch // args.processes),
+                                      launch=launch))  # fmt: skip
         (r1, m1), (rn, mn) = summary(one), summary(many)
     row = {
         "processes": args.processes, "epochs": args.epochs, "global_batch": args.batch,

@@ -14,22 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
+import torch
+from common import HH_JSONL, machine, require
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from pipeline.model.batching import plan_batches  # noqa: E402
-from pipeline.model.scorer import RewardScorer, cpu_has_native_bf16, resolve_device, resolve_precision  # noqa: E402
-
-DATA = REPO.parent / "shared/data/hh_harmless_dev.jsonl"  # the same 807 pairs as the .csv, already paired
+from pipeline.model.batching import plan_batches
+from pipeline.model.scorer import RewardScorer, cpu_has_native_bf16, resolve_device, resolve_precision
 
 
 def load_pairs(path: Path, n: int) -> tuple[list[str], list[str], list[str]]:
@@ -105,22 +101,10 @@ def matmul_ceiling(model, device: torch.device) -> float:
     return flops / best
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    caps = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu} ({caps}), {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def main() -> None:
+def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="reward model directory (default: the embedded DistilBERT, random head)")
-    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--data", default=str(HH_JSONL))  # the same 807 pairs as the .csv, already paired
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
@@ -157,8 +141,11 @@ def main() -> None:
         "first-token last layer), timed by default to measure what that saves",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
-    args = parser.parse_args()
+    return parser, parser.parse_args()
 
+
+def load_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple:
+    """(model in fp32 on the device, tokenizer, its path, device)."""
     from pipeline.model.loading import load_reward_model
 
     if args.model:
@@ -172,17 +159,21 @@ def main() -> None:
         parser.error("--int8 is a CPU mode (torch's dynamic quantisation runs on the CPU only); add --device cpu")
     model, tokenizer = load_reward_model(model_path)
     model = model.to(device=device, dtype=torch.float32).eval()
-    prompts, chosen, rejected = load_pairs(Path(args.data), args.pairs)
-    if args.export:
-        target = Path(args.export)
-        model.to(torch.float16).save_pretrained(target)
-        tokenizer.save_pretrained(target)
-        pd.DataFrame({"prompt": prompts, "chosen": chosen, "rejected": rejected}).to_json(
-            target / "pairs.jsonl", orient="records", lines=True, force_ascii=False
-        )
-        print(f"wrote the model and {len(prompts)} pairs to {target}")
-        return
-    n = len(prompts)
+    return model, tokenizer, model_path, device
+
+
+def export(model, tokenizer, prompts: list[str], chosen: list[str], rejected: list[str], target: Path) -> None:
+    """The model in fp16 and the pairs as JSONL in `target`: what a bare GPU machine needs."""
+    model.to(torch.float16).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    pd.DataFrame({"prompt": prompts, "chosen": chosen, "rejected": rejected}).to_json(
+        target / "pairs.jsonl", orient="records", lines=True, force_ascii=False
+    )
+    print(f"wrote the model and {len(prompts)} pairs to {target}")
+
+
+def make_scorers(model, tokenizer, device, args, parser) -> tuple[dict[str, RewardScorer], str]:
+    """The scorer modes to time, by name, and the precision `auto` resolves to on this device."""
     if device.type == "cuda":
         default_precisions = "fp32,bf16,fp16"
     else:  # fp16 is emulated on CPUs (several times slower than fp32), bf16 too without bf16 hardware
@@ -201,41 +192,48 @@ def main() -> None:
         scorer = RewardScorer(model, tokenizer, precision=auto, device=device)
         scorer.chunk_size = int(size)
         scorers[f"{auto}, chunks of {int(size)}"] = scorer
-
-    # Sequences pair by pair (chosen, rejected), so a chunk of sequences is a chunk of whole pairs.
-    seq_prompts = [p for p in prompts for _ in (0, 1)]
-    seq_responses = [r for pair in zip(chosen, rejected, strict=True) for r in pair]
-    encoded = next(iter(scorers.values())).encode(seq_prompts, seq_responses)
-    lengths = [len(x) for x in encoded.input_ids]
-
-    gpu = device.type == "cuda"
     if args.int8:
-        import copy
-        import warnings
+        scorers["int8 dynamic"] = int8_scorer(model, tokenizer, device)
+    return scorers, auto
 
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
-            warnings.simplefilter("ignore")
-            body = {
-                n: per_channel_dynamic_qconfig
-                for n, m in model.base_model.named_modules()
-                if isinstance(m, torch.nn.Linear)
-            }
-            quantized = copy.deepcopy(model)
-            quantize_dynamic(quantized.base_model, body, inplace=True)
-        # The model's forward: a quantised layer's activation scale depends on its whole input, so the first-token
-        # last layer differs from it by more than rounding (and its start-up check would refuse it, with a warning).
-        scorers["int8 dynamic"] = RewardScorer(
-            quantized, tokenizer, precision="fp32", device=device, first_token_only=False
-        )
-    names = ["Quick Start loop", *scorers]
+def int8_scorer(model, tokenizer, device) -> RewardScorer:
+    """torch's dynamic int8 quantisation of a copy of the encoder's Linear layers (per-channel weights)."""
+    import copy
+    import warnings
 
-    def run(name: str, part: slice) -> np.ndarray:
-        if name == "Quick Start loop":
-            return quick_start_loop(model, tokenizer, seq_prompts[part], seq_responses[part], device)
-        return scorers[name].score(seq_prompts[part], seq_responses[part])
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        body = {
+            n: per_channel_dynamic_qconfig
+            for n, m in model.base_model.named_modules()
+            if isinstance(m, torch.nn.Linear)
+        }
+        quantized = copy.deepcopy(model)
+        quantize_dynamic(quantized.base_model, body, inplace=True)
+    # The model's forward: a quantised layer's activation scale depends on its whole input, so the first-token
+    # last layer differs from it by more than rounding (and its start-up check would refuse it, with a warning).
+    return RewardScorer(quantized, tokenizer, precision="fp32", device=device, first_token_only=False)
+
+
+@dataclass
+class Timing:
+    """What the timed passes measured: per mode its first (warm-up) pass, its time per repeat and its scores."""
+
+    first_pass: dict[str, float]
+    times: dict[str, list[float]]
+    scores: dict[str, np.ndarray]
+    rounds: int
+    repeats: int
+    load: tuple[float, float]  # 1-minute load average before and after
+    ceilings: list[float]  # fp32 matrix-product FLOP/s, measured between the rounds (CPU)
+
+
+def time_modes(names: list[str], run: Callable, sequences: int, args, model, device) -> Timing:
+    """Warm each mode up, then time every mode on the same chunks of sequences, taking turns within each chunk."""
+    gpu = device.type == "cuda"
     # Warm-up, not timed: first calls load kernels and pick algorithms for each new shape. On a GPU that costs
     # seconds per mode, so each mode makes one whole pass first (timed apart as "first pass"); on CPU 16 sequences.
     first_pass = {}
@@ -248,8 +246,8 @@ def main() -> None:
     repeats = args.repeats or (3 if gpu else 1)
     rounds = args.rounds or (1 if gpu else 3)
     times = {name: [0.0] * repeats for name in names}
-    scores = {name: np.empty(2 * n) for name in names}
-    bounds = np.linspace(0, n, max(1, rounds) + 1).round().astype(int) * 2
+    scores = {name: np.empty(sequences) for name in names}
+    bounds = np.linspace(0, sequences // 2, max(1, rounds) + 1).round().astype(int) * 2
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     # The fp32 ceiling is measured between the rounds too: on a shared machine it moves with the load.
     ceilings = [] if gpu else [matmul_ceiling(model, device)]
@@ -265,25 +263,23 @@ def main() -> None:
             if not gpu:
                 ceilings.append(matmul_ceiling(model, device))
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    seconds = {name: float(np.median(times[name])) for name in names}
+    return Timing(first_pass, times, scores, rounds, repeats, (load_before, load_after), ceilings)
 
-    useful = model_flops(model, lengths)
-    first_token = first_token_flops(model, lengths) if getattr(model.config, "dim", None) else useful
-    # Arithmetic each mode does: the first-token last layer skips part of the model's.
-    done = {name: first_token if name in scorers and scorers[name]._first_token else useful for name in names}
-    ceiling = max(ceilings) if ceilings else None
 
-    reference = scores["Quick Start loop"]
+def mode_rows(names: list[str], scorers: dict, auto: str, timing: Timing, done: dict[str, float]) -> list[dict]:
+    """One row per mode: its median time, speed, speed-up over the loop and agreement with the loop's scores."""
+    seconds = {name: float(np.median(timing.times[name])) for name in names}
+    reference = timing.scores["Quick Start loop"]
     decision = reference[0::2] > reference[1::2]
     rows = []
     for name in names:
-        s = scores[name]
+        s = timing.scores[name]
         label = name if name == "Quick Start loop" else f"scorer {name}" + (" (= auto)" if name == auto else "")
         rows.append(
             {
                 "mode": label,
                 "seconds": seconds[name],
-                "seq_per_s": 2 * n / seconds[name],
+                "seq_per_s": len(s) / seconds[name],
                 "speedup": seconds["Quick Start loop"] / seconds[name],
                 "max_abs_diff": float(np.abs(s - reference).max()),
                 "pair_agreement": float(np.mean((s[0::2] > s[1::2]) == decision)),
@@ -291,37 +287,23 @@ def main() -> None:
                 "gflop_per_s": done[name] / seconds[name] / 1e9,
             }
         )
-    scorer = next(iter(scorers.values()))
-    padded = sum(
-        len(b) * lengths[b[0]] for b in plan_batches(lengths, scorer.max_tokens, scorer.batch_size, scorer.max_padding)
-    )
-    result = {
-        "machine": machine(device),
-        "model": str(model_path),
-        "pairs": n,
-        "sequences": 2 * n,
-        "mean_tokens": float(np.mean(lengths)),
-        "truncated": int(sum(encoded.truncated)),
-        "padding": padded / sum(lengths) - 1,
-        "auto": auto,
-        "rounds": rounds,
-        "repeats": repeats,
-        "times": times,
-        "first_pass_seconds": first_pass if gpu else None,
-        "load_avg_1min": [load_before, load_after],
-        "model_gflop": useful / 1e9,
-        "first_token_gflop": first_token / 1e9,
-        "fp32_matmul_ceiling_gflop_per_s": [c / 1e9 for c in ceilings],
-        "rows": rows,
-    }
+    return rows
+
+
+def print_report(result: dict, scorer: RewardScorer, timing: Timing, useful: float, first_token: float) -> None:
+    n, auto, rows, gpu = result["pairs"], result["auto"], result["rows"], result["first_pass_seconds"] is not None
+    load_before, load_after = timing.load
+    ceilings = timing.ceilings
+    ceiling = max(ceilings) if ceilings else None
     print(
         f"{result['machine']}; {n} pairs = {2 * n} sequences, mean {result['mean_tokens']:.0f} tokens, "
         f"{result['truncated']} truncated to max_length; scorer padding {result['padding']:.1%}; auto = {auto}; "
         f"scorer chunks of {scorer.chunk_size} sequences; "
-        f"1-min load average {load_before:.1f} -> {load_after:.1f}; {rounds} round(s), median of {repeats} pass(es)"
+        f"1-min load average {load_before:.1f} -> {load_after:.1f}; {timing.rounds} round(s), median of "
+        f"{timing.repeats} pass(es)"
     )
     if gpu:
-        print("first (warm-up) pass, s: " + ", ".join(f"{k} {v:.2f}" for k, v in first_pass.items()))
+        print("first (warm-up) pass, s: " + ", ".join(f"{k} {v:.2f}" for k, v in result["first_pass_seconds"].items()))
     print()
     print("| mode | seconds | sequences/s | × loop | GFLOP/s done | max abs diff vs loop | decisions = loop |")
     print("|---|---|---|---|---|---|---|")
@@ -338,6 +320,60 @@ def main() -> None:
             f"first token only), i.e. at most {ceiling / loop:.2f}x the loop for an fp32 scorer doing all of the "
             f"model's arithmetic, {ceiling / loop * useful / first_token:.2f}x with the first-token last layer"
         )
+
+
+def main() -> None:
+    parser, args = parse_args()
+    model, tokenizer, model_path, device = load_model(args, parser)
+    prompts, chosen, rejected = load_pairs(require(Path(args.data)), args.pairs)
+    if args.export:
+        export(model, tokenizer, prompts, chosen, rejected, Path(args.export))
+        return
+    n = len(prompts)
+    scorers, auto = make_scorers(model, tokenizer, device, args, parser)
+
+    # Sequences pair by pair (chosen, rejected), so a chunk of sequences is a chunk of whole pairs.
+    seq_prompts = [p for p in prompts for _ in (0, 1)]
+    seq_responses = [r for pair in zip(chosen, rejected, strict=True) for r in pair]
+    encoded = next(iter(scorers.values())).encode(seq_prompts, seq_responses)
+    lengths = [len(x) for x in encoded.input_ids]
+    names = ["Quick Start loop", *scorers]
+
+    def run(name: str, part: slice) -> np.ndarray:
+        if name == "Quick Start loop":
+            return quick_start_loop(model, tokenizer, seq_prompts[part], seq_responses[part], device)
+        return scorers[name].score(seq_prompts[part], seq_responses[part])
+
+    timing = time_modes(names, run, 2 * n, args, model, device)
+    useful = model_flops(model, lengths)
+    first_token = first_token_flops(model, lengths) if getattr(model.config, "dim", None) else useful
+    # Arithmetic each mode does: the first-token last layer skips part of the model's.
+    done = {name: first_token if name in scorers and scorers[name]._first_token else useful for name in names}
+    rows = mode_rows(names, scorers, auto, timing, done)
+    scorer = next(iter(scorers.values()))
+    padded = sum(
+        len(b) * lengths[b[0]] for b in plan_batches(lengths, scorer.max_tokens, scorer.batch_size, scorer.max_padding)
+    )
+    result = {
+        "machine": machine(),
+        "model": str(model_path),
+        "pairs": n,
+        "sequences": 2 * n,
+        "mean_tokens": float(np.mean(lengths)),
+        "truncated": int(sum(encoded.truncated)),
+        "padding": padded / sum(lengths) - 1,
+        "auto": auto,
+        "rounds": timing.rounds,
+        "repeats": timing.repeats,
+        "times": timing.times,
+        "first_pass_seconds": timing.first_pass if device.type == "cuda" else None,
+        "load_avg_1min": list(timing.load),
+        "model_gflop": useful / 1e9,
+        "first_token_gflop": first_token / 1e9,
+        "fp32_matmul_ceiling_gflop_per_s": [c / 1e9 for c in timing.ceilings],
+        "rows": rows,
+    }
+    print_report(result, scorer, timing, useful, first_token)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import queue
 import re
 import signal
@@ -38,17 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import httpx
+import numpy as np
+from common import HH_JSONL, REPO, child_env, machine, require
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model
+from pipeline.model.scorer import RewardScorer
 
-from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
-from pipeline.model.scorer import RewardScorer  # noqa: E402
-
-DATA = REPO.parent / "shared/data/hh_harmless_dev.jsonl"
 Request = tuple[list[str], list[str]]
 
 
@@ -85,7 +79,7 @@ def start_server(model: str, args: argparse.Namespace) -> tuple[subprocess.Popen
     command = [sys.executable, "-m", "pipeline.serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
                "--precision", args.precision, "--devices", args.devices, "--max_wait_ms", str(args.max_wait_ms),
                "--log_level", "warning"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = child_env()
     env.pop("Q2_REWARD_API_KEY", None)
     process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -166,20 +160,10 @@ def run_level(url: str, requests: list[Request], expected: list, clients: int, t
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        names = re.findall(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = names[0].strip() if names else cpu
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, torch {torch.__version__}, load {os.getloadavg()[0]:.2f}"
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="default: the embedded DistilBERT (random head)")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=HH_JSONL)
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--requests", type=int, default=64, help="requests at most per level")
     parser.add_argument("--min_pairs", type=int, default=8)
@@ -192,12 +176,15 @@ def main() -> None:
     parser.add_argument("--one_call", action="store_true", help="also time in-process scoring in one call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     model = args.model or resolve_base_model(EMBEDDED_BASE_MODEL)
-    requests = make_requests(args.data, args.requests, args.min_pairs, args.max_pairs, args.seed)
+    requests = make_requests(require(args.data), args.requests, args.min_pairs, args.max_pairs, args.seed)
     sizes = [len(p) for p, _ in requests]
-    print(f"{len(requests)} requests, {sum(sizes)} pairs; {machine()}", file=sys.stderr)
+    print(f"{len(requests)} requests, {sum(sizes)} pairs; {machine(load=True)}", file=sys.stderr)
 
     scorer = RewardScorer.from_pretrained(model, precision=args.precision, device="auto")
     worker = ThreadPoolExecutor(1)
@@ -228,7 +215,7 @@ def main() -> None:
 
     result = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        "machine": machine(load=True),
         "command": "python bench/serve_load.py " + " ".join(sys.argv[1:]),
         "precision": scorer.precision,
         "device": str(scorer.device),
@@ -238,6 +225,14 @@ def main() -> None:
         "levels": levels,
         "server_exit_code": exit_code,
     }
+    print_table(levels)
+    tail = f"; in one call {best:.1f} pairs/s" if best else ""
+    print(f"precision {scorer.precision} on {scorer.device}; server exit code {exit_code}{tail}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def print_table(levels: list[dict]) -> None:
     print("| clients | requests (pairs) | server pairs/s | in-process pairs/s | ratio | p50 s | p99 s | failed | "
           "lost | not sent | max abs diff |\n|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for level in levels:
@@ -248,10 +243,6 @@ def main() -> None:
             f"{level['p99_s']:.2f} | {level['failed']} | {level['lost']} | {level['requests_not_sent']} | "
             f"{level['max_abs_diff']:.1e} |"
         )
-    tail = f"; in one call {best:.1f} pairs/s" if best else ""
-    print(f"precision {scorer.precision} on {scorer.device}; server exit code {exit_code}{tail}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,41 +27,36 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
+import torch
+from common import HH_CSV, REPO, machine, require, use_all_cores
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from trl import RewardConfig, RewardTrainer
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed  # noqa: E402
-from trl import RewardConfig, RewardTrainer  # noqa: E402
-
-from pipeline.core.precision import native_bf16  # noqa: E402
-from pipeline.data import build_dataset  # noqa: E402
-from pipeline.evaluation.accuracy import evaluate_pairs  # noqa: E402
-from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model  # noqa: E402
-from pipeline.model.encoding import encode_preference_pairs  # noqa: E402
-from pipeline.model.scorer import RewardScorer  # noqa: E402
-from pipeline.recipe.config import PipelineRewardConfig  # noqa: E402
-from pipeline.training import (  # noqa: E402
+from pipeline.core.precision import native_bf16
+from pipeline.data import build_dataset
+from pipeline.evaluation.accuracy import evaluate_pairs
+from pipeline.model.base import EMBEDDED_BASE_MODEL, resolve_base_model
+from pipeline.model.encoding import encode_preference_pairs
+from pipeline.model.scorer import RewardScorer
+from pipeline.recipe.config import PipelineRewardConfig
+from pipeline.training import (
     GroupCollator,
     PairwiseRewardTrainer,
     RankingRewardTrainer,
     pairwise_dataset,
     ranking_dataset,
 )
-from pipeline.training import trainer as trainer_module  # noqa: E402
-from pipeline.training.attention import fp32_attention_on_cpu  # noqa: E402
+from pipeline.training import trainer as trainer_module
+from pipeline.training.attention import fp32_attention_on_cpu
 
-HH = REPO.parent / "shared" / "data" / "hh_harmless_dev.csv"
 WORDS = (
     "the quick answer explains how water boils when heated at sea level and why salt changes the taste of pasta "
     "a good reply is short clear correct and kind while a bad one rambles or refuses without reason or is wrong"
@@ -209,7 +204,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--k4_prompts", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--hh", type=Path, default=HH)
+    parser.add_argument("--hh", type=Path, default=HH_CSV)
     parser.add_argument("--skip_hh", action="store_true")
     parser.add_argument("--skip_k4", action="store_true")
     parser.add_argument("--variants", default="stock,pairwise,pairwise-random,pairwise-unchunked,ranking")
@@ -217,14 +212,14 @@ def main() -> None:
     parser.add_argument("--ceilings", default="fp32", help="precisions of the ceiling: fp32,bf16")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/trainer_speed.json")
     args = parser.parse_args()
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    use_all_cores()
     base = resolve_base_model(EMBEDDED_BASE_MODEL)
     rows, ceilings = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sets = [] if args.skip_k4 else [k4_file(work / "k4.csv", args.k4_prompts)]
-        if not args.skip_hh and args.hh.is_file():
-            sets.append(args.hh)
+        if not args.skip_hh and (args.hh.is_file() or args.skip_k4):
+            sets.append(require(args.hh, "--hh"))
         for data in sets:
             for precision in [] if args.no_ceiling else args.ceilings.split(","):
                 ceilings.append(ceiling(base, data, precision=precision))
@@ -233,8 +228,7 @@ def main() -> None:
                 if name:
                     rows.append(run_variant(name, base, data, args.epochs, args.batch, work))
                     print(rows[-1], flush=True)
-    result = {"machine": f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}",
-              "epochs": args.epochs, "batch": args.batch, "runs": rows, "ceilings": ceilings}  # fmt: skip
+    result = {"machine": machine(), "epochs": args.epochs, "batch": args.batch, "runs": rows, "ceilings": ceilings}
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
