@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from pipeline.core.errors import UserError
 from pipeline.data.columns import ColumnMap, column_map
 from pipeline.data.pairs import Pairs, distinct
 from pipeline.data.report import DataReport
-from pipeline.data.sources import read_source
+from pipeline.data.sources import SourceTable, read_source
 from pipeline.data.validation import validate
 
 
@@ -94,9 +95,6 @@ def build_dataset(
 ) -> tuple[DatasetDict, DataReport]:
     """Build the training data: the input's validated preference pairs, split by prompt into train and test.
 
-    The test split is a seeded prompt-level split of the input, unless a test set is given: `test_path`, or the
-    `test` split of a saved DatasetDict / Hub dataset. Then train prompts that also occur in it are dropped.
-
     Args:
         dataset_path (`str` or `Path`):
             A CSV, TSV, JSON Lines or Parquet file, a `save_to_disk` directory or a Hub dataset id.
@@ -111,14 +109,15 @@ def build_dataset(
         input_shape (`str`, *optional*, defaults to `"auto"`):
             `"ranked"`, `"pairwise"` or `"auto"` (pairwise when there are chosen/rejected columns and no answer).
         test_path (`str` or `Path`, *optional*):
-            A separate test set, which replaces the split.
+            A separate test set, which replaces the seeded split (as does the `test` split of a saved DatasetDict or
+            Hub dataset); train prompts that also occur in the test set are dropped.
 
     Returns:
-        `tuple[DatasetDict, DataReport]`: the `train` and `test` splits (columns `prompt`, `chosen`, `rejected`,
-        `margin`, in TRL's preference format) and the report of what was kept, dropped and split.
+        `tuple[DatasetDict, DataReport]`: the `train` and `test` splits (TRL's preference format: columns `prompt`,
+        `chosen`, `rejected`, `margin`) and the report of what was kept, dropped and split.
 
     Raises:
-        `UserError`: a missing file or column, a bad value, or too few prompts to split, in one line.
+        `UserError`: a missing file or column, a bad value, or too few prompts to split.
 
     Example:
 
@@ -130,34 +129,61 @@ def build_dataset(
     ```
     """
     columns = column_map(columns)
-    main, test_source = read_source(dataset_path)
-    notes = []
-    if test_path:
-        if test_source is not None:
-            notes.append(f"the test split of {dataset_path} is not used: test_path {test_path} replaces it")
-        test_source, _ = read_source(test_path, role="test")
-    test_pairs = test_report = exclude = None
-    if test_source is not None:
-        test_pairs, test_report = validate(test_source, columns, input_shape, drop_empty_answers)
-        used = np.flatnonzero(np.bincount(test_pairs.key, minlength=len(test_pairs.keys)))
-        exclude = {test_pairs.keys[i] for i in used}
-    pairs, report = validate(main, columns, input_shape, drop_empty_answers, exclude)
+    main, saved_test = read_source(dataset_path)
+    test, notes = _test_set(dataset_path, test_path, saved_test, columns, input_shape, drop_empty_answers)
+    pairs, report = validate(main, columns, input_shape, drop_empty_answers, None if test is None else test.exclude)
     report.notes += notes
-    if test_pairs is not None:
-        report.test_file = test_report
-        report.split_method = f"test set {test_source.label}; train prompts found in it are dropped"
-        parts = {"train": (pairs, None), "test": (test_pairs, None)}
+    if test is not None:
+        report.test_file = test.report
+        report.split_method = f"test set {test.source.label}; train prompts found in it are dropped"
+        parts = {"train": (pairs, None), "test": (test.pairs, None)}
     else:
-        # Only prompts that kept a pair take part: one whose rows were all dropped would take a split's place.
-        used = np.flatnonzero(np.bincount(pairs.key, minlength=len(pairs.keys)))
-        held = np.zeros(len(pairs.keys), dtype=bool)
-        held[used] = _test_keys([pairs.keys[i] for i in used], test_size, split_seed, report.source)
-        held_out = held[pairs.key]
-        report.split_method = f"by prompt (case/whitespace-normalised), seed {split_seed}, test_size {test_size}"
-        parts = {"train": (pairs, ~held_out), "test": (pairs, held_out)}
-    recipe = [report.fingerprint, test_report and test_report.fingerprint, asdict(columns), input_shape]
+        parts = _split_by_prompt(pairs, report, test_size, split_seed)
+    recipe = [report.fingerprint, None if test is None else test.report.fingerprint, asdict(columns), input_shape]
     recipe += [drop_empty_answers, test_size, split_seed, report.split_method]
     return _splits(parts, report, json.dumps(recipe)), report
+
+
+class _TestSet(NamedTuple):
+    source: SourceTable
+    pairs: Pairs
+    report: DataReport
+    exclude: set[str]  # its normalised prompts that kept a pair: train pairs of these prompts are dropped
+
+
+def _test_set(
+    dataset_path: str | Path,
+    test_path: str | Path | None,
+    saved_test: SourceTable | None,
+    columns: ColumnMap,
+    input_shape: str,
+    drop_empty_answers: bool,
+) -> tuple[_TestSet | None, list[str]]:
+    """The given test set, validated (test_path, which replaces the input's saved test split, or that split), or
+    None; and the report's note when test_path replaces a saved split."""
+    notes = []
+    if test_path:
+        if saved_test is not None:
+            notes.append(f"the test split of {dataset_path} is not used: test_path {test_path} replaces it")
+        saved_test, _ = read_source(test_path, role="test")
+    if saved_test is None:
+        return None, notes
+    test_pairs, test_report = validate(saved_test, columns, input_shape, drop_empty_answers)
+    used = np.flatnonzero(np.bincount(test_pairs.key, minlength=len(test_pairs.keys)))
+    return _TestSet(saved_test, test_pairs, test_report, {test_pairs.keys[i] for i in used}), notes
+
+
+def _split_by_prompt(
+    pairs: Pairs, report: DataReport, test_size: float, split_seed: int
+) -> dict[str, tuple[Pairs, np.ndarray]]:
+    """The seeded prompt-level split of one input's pairs: train and test masks, the method noted in the report."""
+    # Only prompts that kept a pair take part: one whose rows were all dropped would take a split's place.
+    used = np.flatnonzero(np.bincount(pairs.key, minlength=len(pairs.keys)))
+    held = np.zeros(len(pairs.keys), dtype=bool)
+    held[used] = _test_keys([pairs.keys[i] for i in used], test_size, split_seed, report.source)
+    held_out = held[pairs.key]
+    report.split_method = f"by prompt (case/whitespace-normalised), seed {split_seed}, test_size {test_size}"
+    return {"train": (pairs, ~held_out), "test": (pairs, held_out)}
 
 
 def _splits(parts: dict[str, tuple[Pairs, np.ndarray | None]], report: DataReport, recipe: str) -> DatasetDict:

@@ -345,10 +345,21 @@ class RewardScorer:
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        bar = tqdm(total=len(prompts), desc="scoring", unit="seq", disable=not progress)
+        scores, truncated = self._score_chunks(prompts, responses, bar, shard)
+        bar.close()
+        if standardize:
+            scores = self.standardize(scores)
+        return (scores, truncated) if return_truncated else scores
+
+    def _score_chunks(
+        self, prompts: Sequence[str], responses: Sequence[str], bar: tqdm, shard: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The scores (NaN for other shards' rows) and truncation flags of every pair, `chunk_size` pairs at a time:
+        each chunk is encoded and launched before the previous one's scores are collected."""
         n = len(prompts)
         scores = np.full(n, np.nan, dtype=np.float64)
         truncated = np.zeros(n, dtype=bool)
-        bar = tqdm(total=n, desc="scoring", unit="seq", disable=not progress)
         batch_number = 0
         pending: _Pending | None = None
         for start in range(0, n, self.chunk_size):
@@ -362,10 +373,7 @@ class RewardScorer:
             pending = launched
         if pending is not None:
             self._collect(pending, scores, bar)
-        bar.close()
-        if standardize:
-            scores = self.standardize(scores)
-        return (scores, truncated) if return_truncated else scores
+        return scores, truncated
 
     def score_pairs(self, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> np.ndarray:
         """Score (prompt, response) tuples: `score` for pairs given together.
