@@ -152,7 +152,8 @@ class PipelineRewardConfig(RewardConfig):
     length_chunked_forward: bool = key(
         True,
         "On CPU in fp32 with one process, run each batch as near-equal-length pieces (less padding, same loss). "
-        "Not under bf16, whose kernels gain more from whole batches (bench/RESULTS.md, 'Precision').",
+        "Not under bf16, whose kernels gain more from whole batches (bench/RESULTS.md, 'Precision and whole-run "
+        "time').",
     )
     length_bias_penalty: float = key(
         0.0,
