@@ -81,7 +81,7 @@ VARIANTS: dict[str, list[str]] = {
 
 def ours(variant: str, dataset: Path, seed: int, work: Path, extra: list[str], fold: Fold | None = None) -> dict:
     out = work / f"rm-{variant}-{dataset.stem}-{seed}"
-    epochs = EPOCHS["hh" if dataset == HH else "answers"]
+    epochs = epochs_for(dataset)
     data = ["--dataset_path", str(dataset)] if fold is None else ["--dataset_path", str(fold.train), "--test_path",
                                                                    str(fold.test)]  # fmt: skip
     command = train_command(
@@ -108,7 +108,11 @@ def after_training(stdout: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def stock_worker(dataset: Path, seed: int, out: Path, test: Path | None = None) -> None:
+def epochs_for(dataset: Path) -> float:
+    return EPOCHS["hh" if dataset == HH else "answers"]
+
+
+def stock_worker(dataset: Path, seed: int, out: Path, epochs: float, test: Path | None = None) -> None:
     """One stock run in this process; prints a JSON line with its accuracy and how long the untimed part took."""
     import numpy as np
     import torch
@@ -128,7 +132,7 @@ def stock_worker(dataset: Path, seed: int, out: Path, test: Path | None = None) 
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     args = RewardConfig(
-        output_dir=str(out), num_train_epochs=EPOCHS["hh" if dataset == HH else "answers"], seed=seed,
+        output_dir=str(out), num_train_epochs=epochs, seed=seed,
         eos_token="[SEP]", max_length=512, report_to="none", save_strategy="no", disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(), **stock_precision(),
     )  # fmt: skip
@@ -172,7 +176,9 @@ def stock_precision() -> dict:
 
 def stock(dataset: Path, seed: int, work: Path, fold: Fold | None = None) -> dict:
     files = [str(dataset)] if fold is None else [str(fold.train), str(fold.test)]
-    command = [sys.executable, __file__, "--stock_worker", str(seed), str(work / f"stock-{seed}"), *files]
+    # The epochs of the original data set: a fold's files are not HH by name (ours gets them the same way).
+    command = [sys.executable, __file__, "--stock_worker", str(seed), str(work / f"stock-{seed}"),
+               str(epochs_for(dataset)), *files]  # fmt: skip
     result, wall = run_timed(command, ENV)
     if result.returncode != 0:
         raise SystemExit(f"stock failed:\n{result.stderr[-3000:]}")
@@ -275,9 +281,10 @@ def table(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) in (5, 6) and sys.argv[1] == "--stock_worker":
-        seed, out, files = int(sys.argv[2]), Path(sys.argv[3]), [Path(x) for x in sys.argv[4:]]
-        stock_worker(files[0], seed, out, files[1] if len(files) > 1 else None)
+    if len(sys.argv) in (6, 7) and sys.argv[1] == "--stock_worker":
+        seed, out, epochs = int(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
+        files = [Path(x) for x in sys.argv[5:]]
+        stock_worker(files[0], seed, out, epochs, files[1] if len(files) > 1 else None)
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
