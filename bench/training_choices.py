@@ -163,8 +163,8 @@ def stock_worker(dataset: Path, seed: int, out: Path, epochs: float, test: Path 
 
 
 def stock_precision() -> dict:
-    """TRL's default precision (bf16), except where this CPU only emulates bf16, or where `STOCK_BF16=false` says
-    that its bf16 path is far slower than fp32 on this machine: fp32 there, as a user would set it."""
+    """TRL's default precision (bf16), except where this CPU only emulates bf16: fp32 there, as a user would set it.
+    `STOCK_BF16=false` asks for fp32 anyway (a side run: the stock rows of a study use the default)."""
     import torch
 
     from pipeline.core.precision import native_bf16
