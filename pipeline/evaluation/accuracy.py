@@ -56,6 +56,7 @@ def evaluate_pairs(
     result["max_length"] = max_length
     result["chosen_scores"] = chosen.tolist()
     result["rejected_scores"] = rejected.tolist()
+    result["answer_scores"] = scores.tolist()  # each distinct (prompt, answer) once, as the encoding deduplicates
     return result
 
 

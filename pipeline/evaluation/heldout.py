@@ -65,9 +65,8 @@ def evaluate_trained(
     reward statistics from those scores (topped up with training answers only when there are few)."""
     result = evaluate_pairs(model, tokenizer, test_pairs, max_length, batch_size, progress=True, desc="held-out pairs")
     report = build_report(test_pairs, result, baseline.result, seed=seed, untrained_pairs=baseline.pairs)
-    heldout_answers = distinct_answer_scores(test_pairs, result)
     stats = reward_statistics(
-        heldout_answers, model, tokenizer, train_encoded, reward_stats_max_answers, batch_size, seed
+        np.asarray(result["answer_scores"]), model, tokenizer, train_encoded, reward_stats_max_answers, batch_size, seed
     )
     return HeldOutEvaluation(test_pairs, result, report, stats)
 
@@ -78,14 +77,3 @@ def baseline_sample(pairs: pd.DataFrame, max_pairs: int, seed: int) -> pd.DataFr
         return pairs
     index = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_pairs, replace=False))
     return pairs.iloc[index].reset_index(drop=True)
-
-
-def distinct_answer_scores(pairs: pd.DataFrame, result: dict[str, Any]) -> np.ndarray:
-    """The trained model's score of each distinct (prompt, answer) among the held-out pairs (a ranked prompt's
-    answer is in several pairs; it counts once)."""
-    scored = pd.DataFrame({
-        "prompt": np.concatenate([pairs["prompt"].to_numpy(), pairs["prompt"].to_numpy()]),
-        "answer": np.concatenate([pairs["chosen"].to_numpy(), pairs["rejected"].to_numpy()]),
-        "score": np.concatenate([result["chosen_scores"], result["rejected_scores"]]),
-    })  # fmt: skip
-    return scored.drop_duplicates(["prompt", "answer"])["score"].to_numpy(dtype=np.float64)

@@ -11,7 +11,7 @@ import pytest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipeline.evaluation.accuracy import evaluate_pairs
-from pipeline.evaluation.heldout import baseline_sample, distinct_answer_scores, evaluate_trained, untrained_baseline
+from pipeline.evaluation.heldout import baseline_sample, evaluate_trained, untrained_baseline
 from pipeline.model.encoding import encode_preference_pairs
 
 
@@ -42,14 +42,22 @@ def test_baseline_sample_is_bounded_seeded_and_in_order() -> None:
     assert baseline_sample(pairs, 500, seed=3) is pairs  # fewer pairs than the bound: all of them
 
 
-def test_each_held_out_answer_counts_once_in_the_statistics() -> None:
-    pairs = ranked_pairs(2)  # 6 pairs, 6 distinct answers
-    scores = {a: float(i) for i, a in enumerate(pd.unique(pd.concat([pairs.chosen, pairs.rejected])))}
-    result = {
-        "chosen_scores": [scores[a] for a in pairs.chosen],
-        "rejected_scores": [scores[a] for a in pairs.rejected],
-    }
-    assert sorted(distinct_answer_scores(pairs, result)) == sorted(scores.values())
+def distinct_answer_scores(pairs: pd.DataFrame, result: dict) -> np.ndarray:
+    """The oracle: each distinct (prompt, answer) of the pairs once, with its score."""
+    scored = pd.DataFrame({
+        "prompt": np.concatenate([pairs["prompt"].to_numpy(), pairs["prompt"].to_numpy()]),
+        "answer": np.concatenate([pairs["chosen"].to_numpy(), pairs["rejected"].to_numpy()]),
+        "score": np.concatenate([result["chosen_scores"], result["rejected_scores"]]),
+    })  # fmt: skip
+    return scored.drop_duplicates(["prompt", "answer"])["score"].to_numpy(dtype=np.float64)
+
+
+def test_each_held_out_answer_counts_once_in_the_statistics(model_and_tokenizer) -> None:
+    model, tokenizer = model_and_tokenizer
+    pairs = ranked_pairs(2)  # 6 pairs, 6 distinct answers, each in two pairs
+    result = evaluate_pairs(model, tokenizer, pairs, 64, 16)
+    assert len(result["answer_scores"]) == 6
+    assert sorted(result["answer_scores"]) == sorted(distinct_answer_scores(pairs, result))
 
 
 def test_evaluation_scores_every_pair_exactly_and_samples_only_the_baseline(model_and_tokenizer) -> None:
