@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Exit code 130 as a shell's `$?` reports it. Under `python -m`, CPython ends the process by SIGINT itself when the
+# caught interrupt had passed through an exec of a string (a dataclass being built while importing): Popen reads -2.
+INTERRUPTED_EXIT = (130, -signal.SIGINT)
 
 
 WORDS = (
