@@ -55,6 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     "plain-lld0.8": ["--length_expert", "false", "--layer_lr_decay", "0.8", "--learning_rate", "1e-4"],
     "plain-center0.01": ["--length_expert", "false", "--center_rewards_coefficient", "0.01"],
     "plain-trunc-right": ["--length_expert", "false", "--truncation_side", "right"],
+    "plain-epochs2": ["--length_expert", "false", "--num_train_epochs", "2"],
+    "plain-epochs3": ["--length_expert", "false", "--num_train_epochs", "3"],
+    "plain-lr1e-4-b16": ["--length_expert", "false", "--learning_rate", "1e-4", "--per_device_train_batch_size", "16"],
     "fp32": ["--bf16", "false"],
     "stock": [],  # TRL's RewardTrainer, see the module docstring
     "random": ["--train_sampling_strategy", "random"],
