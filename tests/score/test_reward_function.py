@@ -36,7 +36,7 @@ def test_conversational_inputs_score_as_their_rendered_text(reward) -> None:
     completion = [{"role": "assistant", "content": "because of light"}]
     rendered = "Human: why is the sky blue\n\nAssistant: light\n\nHuman: what about red"
     # Both sides in batches of the same shape: scores of different batch shapes differ by float rounding on some
-    # CPUs (docs/scoring.md, "Precision and speed": the tolerance across batch shapes).
+    # CPUs (docs/scoring.md, "How close scores are": the tolerance across batch shapes).
     conversational = reward(prompts=[prompt, prompt], completions=[completion, completion])
     plain = reward(prompts=[rendered], completions=["because of light"])
     assert reward(prompts=[rendered, rendered], completions=["because of light"] * 2) == conversational
