@@ -23,6 +23,9 @@ server run first, two at a time (those that write the same output one after anot
   the commands after it on the same page (curl, the Python client) run against it; then SIGTERM: it must exit 0.
 - the test command (`... ruff check . && HF_HUB_OFFLINE=1 python -m pytest`) is what runs this suite, after ruff:
   it is not run again here; a test checks that it is the line .ci/run runs.
+- multi-node (`--num_machines N`, N > 1): each machine rank waits for the others, so a command runs as all N of its
+  ranks at once on this host (the lines that differ only in `--machine_rank` run once), on a free port instead of
+  the documented `--main_process_port`; each rank must do what the command's kind asks (training: the refusal).
 - DeepSpeed: it needs the deepspeed package and GPUs, which the test install does not have; skipped when deepspeed
   is not installed.
 - the README's GRPO example needs a policy from the Hub: tests/score/test_reward_function.py runs it as written with
@@ -218,6 +221,8 @@ def test_the_test_command_is_the_one_ci_runs() -> None:
 LINKED = ("pipeline", "recipes", "bench", "tests", "docs", ".ci", "accelerate_config.yaml", "pyproject.toml",
           "README.md", "CONTRIBUTING.md")  # fmt: skip
 WORKERS = 2  # commands run two at a time (see `outcomes`)
+MACHINE_RANK = re.compile(r"--machine_rank \d+")
+MAIN_PORT = re.compile(r"--main_process_port \d+")
 SERVER_URL = re.compile(r"(127\.0\.0\.1|localhost):8000\b")
 
 
@@ -357,7 +362,26 @@ def plain_command(kind: str, body: str) -> str | None:
         return None
     if "python -m pytest" in body:  # the line that runs this suite (it is .ci/run's: a test above checks it)
         return None
-    return " && ".join(p.strip() for p in body.split("&&") if not p.strip().startswith("pip install"))
+    command = " && ".join(p.strip() for p in body.split("&&") if not p.strip().startswith("pip install"))
+    # One command for all machine ranks of a multi-node command: run_everywhere starts every rank.
+    return MACHINE_RANK.sub("--machine_rank 0", command) if machines_of(command) > 1 else command
+
+
+def machines_of(command: str) -> int:
+    argv = shlex.split(command, comments=True)
+    return int(argv[argv.index("--num_machines") + 1]) if "--num_machines" in argv else 1
+
+
+def run_everywhere(command: str, cwd: Path, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    """The command's result; with `--num_machines N` (N > 1), those of its N machine ranks, started together (each
+    waits for the others) on a free port."""
+    machines = machines_of(command)
+    if machines == 1:
+        return [run(command, cwd, env)]
+    command = MAIN_PORT.sub(f"--main_process_port {free_port()}", command)
+    ranks = [MACHINE_RANK.sub(f"--machine_rank {rank}", command) for rank in range(machines)]
+    with ThreadPoolExecutor(max_workers=machines) as pool:
+        return list(pool.map(lambda each: run(each, cwd, env), ranks))
 
 
 def run_plain(command: str, cwd: Path, env: dict[str, str]) -> str:
@@ -365,17 +389,17 @@ def run_plain(command: str, cwd: Path, env: dict[str, str]) -> str:
     make_placeholders(command, cwd)
     argv = shlex.split(command, comments=True)
     if not is_training(argv):
-        result = run(command, cwd, env)
-        assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        for result in run_everywhere(command, cwd, env):
+            assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         return "ran"
     if "deepspeed" in command and importlib.util.find_spec("deepspeed") is None:
         return "skipped: no deepspeed"  # needs `pip install deepspeed` and GPUs (see the module docstring)
     output_dir = output_dir_of(argv, cwd)
     if not (output_dir / "config.json").exists():
         shutil.copytree(cwd / "reward_model", output_dir, dirs_exist_ok=True)
-    result = run(command, cwd, env)
     refusal = f"error: output_dir {output_dir.resolve()} already holds a trained model"
-    assert result.returncode != 0 and refusal in result.stderr, f"{command}\n{result.stderr[-3000:]}"
+    for result in run_everywhere(command, cwd, env):  # every machine rank stops with the main one's refusal
+        assert result.returncode != 0 and refusal in result.stderr, f"{command}\n{result.stderr[-3000:]}"
     return "stopped before training"
 
 

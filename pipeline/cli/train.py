@@ -26,7 +26,7 @@ from pipeline.publishing.model_dir import CardInfo, check_output_dir, choose_des
 from pipeline.recipe.config import Recipe
 from pipeline.recipe.parser import parse_recipe
 from pipeline.training.checkpoints import checkpoint_dir_for
-from pipeline.training.distributed import decided_by_main
+from pipeline.training.distributed import decided_by_main, leave_process_group
 from pipeline.training.run import (
     PreparedData,
     RunContext,
@@ -172,6 +172,7 @@ def run_phases(recipe: Recipe, started: float) -> dict[str, Any]:
     if trained is None:
         # The main process evaluates and saves alone. No barrier after it: a long evaluation would outlast the
         # others' collective timeout (ddp_timeout) and get the main process killed in the middle of saving.
+        leave_process_group()
         return {}
     trained_at = time.time()
     evaluation = evaluate_phase(recipe, data, trained, baseline)

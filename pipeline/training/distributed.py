@@ -46,6 +46,15 @@ def decided_by_main(decide: Callable[[], T], is_main: bool, world_size: int) -> 
     return box[0]
 
 
+def leave_process_group() -> None:
+    """Leave the process group alone (no barrier: the main process may still be evaluating) before exiting."""
+    import torch.distributed as dist
+
+    # Exiting still in the group can abort at exit (SIGABRT; seen on machine rank 1 of 2 machines).
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def build_data_once(
     build: Callable[[], tuple[DatasetDict, Report]], shared_dir: Path, is_main: bool, world_size: int
 ) -> tuple[DatasetDict, Report | None]:
