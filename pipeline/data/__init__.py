@@ -8,7 +8,7 @@ May import `pipeline.core` (and `pipeline.recipe` for its command line).
 from pipeline.data.columns import ColumnMap, find_column
 from pipeline.data.publish import data_options, dataset_hub_target, push_dataset, save_dataset
 from pipeline.data.report import DataReport
-from pipeline.data.rows import read_rows
+from pipeline.data.rows import iter_rows, read_rows
 from pipeline.data.split import build_dataset, read_pairs
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "data_options",
     "dataset_hub_target",
     "find_column",
+    "iter_rows",
     "push_dataset",
     "read_pairs",
     "read_rows",

@@ -8,6 +8,7 @@ import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -117,25 +118,30 @@ def csv_row_numbers(path: Path, sep: str) -> np.ndarray:
     return np.array([row for row, _, record, _ in _csv_records(path, sep) if row > 1 and record], dtype=np.int64)
 
 
+def _csv_options(sep: str, columns: int, block_size: int) -> dict[str, Any]:
+    """pyarrow's CSV options: every field as bytes (validated as UTF-8 where it is used), nothing read as null. The
+    header is read as data row 0 (then dropped), so pyarrow and Python agree on where records start."""
+    import pyarrow.csv as pacsv
+
+    generated = [f"f{i}" for i in range(columns)]
+    return {
+        "read_options": pacsv.ReadOptions(column_names=generated, block_size=block_size),
+        "parse_options": pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
+            column_types=dict.fromkeys(generated, pa.binary()), strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    }  # fmt: skip
+
+
 def read_delimited(path: Path, sep: str, label: str, odd_quotes: bool) -> pa.Table:
     """Every record as binary columns named by the header; `odd_quotes`: the file has an odd number of '"'."""
     import pyarrow.csv as pacsv
 
     names = _read_header(path, sep, label)
-    generated = [f"f{i}" for i in range(len(names))]
 
     def read(block_size: int) -> pa.Table:
-        # The header is read as data row 0 (then dropped), so pyarrow and Python agree on where records start.
-        return pacsv.read_csv(
-            str(path),
-            read_options=pacsv.ReadOptions(column_names=generated, block_size=block_size),
-            parse_options=pacsv.ParseOptions(delimiter=sep, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(generated, pa.binary()),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        return pacsv.read_csv(str(path), **_csv_options(sep, len(names), block_size))
 
     try:
         try:
@@ -150,3 +156,53 @@ def read_delimited(path: Path, sep: str, label: str, odd_quotes: bool) -> pa.Tab
     if odd_quotes:
         _check_closed_quotes(path, sep, label)
     return table.slice(1).rename_columns(names)
+
+
+def iter_delimited(path: Path, sep: str, label: str, odd_quotes: bool, chunk_rows: int) -> Iterator[pa.Table]:
+    """`read_delimited`'s table `chunk_rows` records at a time (the last chunk may be shorter), read block by block:
+    memory holds a block and a chunk, whatever the size of the file. Errors are `read_delimited`'s."""
+    names = _read_header(path, sep, label)
+    if odd_quotes:
+        _check_closed_quotes(path, sep, label)
+    for chunk in rechunk(_record_batches(path, sep, label, len(names)), chunk_rows):
+        yield chunk.rename_columns(names)
+
+
+def _record_batches(path: Path, sep: str, label: str, columns: int) -> Iterator[pa.RecordBatch]:
+    """The records after the header, a block at a time. A record longer than a block starts the reading again with
+    blocks as large as the file, after the records already given."""
+    import pyarrow.csv as pacsv
+
+    given, block_size = 1, _CSV_BLOCK  # records given so far, the header (record 0) included
+    while True:
+        try:
+            skip = given
+            for batch in pacsv.open_csv(str(path), **_csv_options(sep, columns, block_size)):
+                batch, skip = batch.slice(min(skip, batch.num_rows)), max(0, skip - batch.num_rows)
+                if batch.num_rows:
+                    given += batch.num_rows
+                    yield batch
+            return
+        except pa.ArrowInvalid as err:
+            if "straddling" in str(err) and block_size == _CSV_BLOCK:
+                block_size = min(max(path.stat().st_size + 1, _CSV_BLOCK), 2**31 - 1)
+                continue
+            raise _diagnose_delimited(path, sep, columns, label, err) from err
+        except OSError as err:
+            raise _diagnose_delimited(path, sep, columns, label, err) from err
+
+
+def rechunk(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """The batches' records as tables of exactly `rows` records (the last one may be shorter)."""
+    held: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(held)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            held, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(held)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipeline.core.errors import UserError
 from pipeline.data.columns import not_text_error, plain_column, text_column
 from pipeline.data.conversation import answer_text, is_messages, prompt_text
-from pipeline.data.sources import json_records, read_file
+from pipeline.data.sources import SourceTable, iter_file, iter_json_records, json_records, read_file
 
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
 
@@ -61,9 +61,7 @@ def _frame(names: list[str], columns: list[list[Any]], num_rows: int) -> pd.Data
     return frame
 
 
-def read_rows(path: str | Path) -> Rows:
-    """Rows of a CSV/TSV, JSON Lines, JSON or Parquet file, every value kept (see `Rows`), so a row is written back
-    unchanged. Unreadable or malformed files are the data step's one-line errors."""
+def _checked(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory; give a CSV, TSV, JSONL, JSON or Parquet file")
@@ -71,13 +69,21 @@ def read_rows(path: str | Path) -> Rows:
         raise UserError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
-    label = str(path)
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        records, numbers, word = json_records(path, label)
-        names = list(dict.fromkeys(key for record in records for key in record))
-        columns = [[record.get(name) for record in records] for name in names]
-        return Rows(_frame(names, columns, len(records)), label, lambda i: f"{word} {numbers[i]}")
-    source = read_file(path)
+    return path
+
+
+def _is_json(path: Path) -> bool:
+    return path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+
+def _json_rows(records: list[dict], numbers: list[int], word: str, label: str, names: list[str] | None) -> Rows:
+    """Rows of parsed JSON objects: columns `names` (default: every key, in order of first appearance)."""
+    names = names if names is not None else list(dict.fromkeys(key for record in records for key in record))
+    columns = [[record.get(name) for record in records] for name in names]
+    return Rows(_frame(names, columns, len(records)), label, lambda i: f"{word} {numbers[i]}")
+
+
+def _table_rows(source: SourceTable) -> Rows:
     columns = []
     for i in range(source.table.num_columns):
         column = plain_column(source.table.column(i))
@@ -88,4 +94,31 @@ def read_rows(path: str | Path) -> Rows:
             columns.append(text)
         else:
             columns.append(column.to_pylist())  # numbers, booleans, lists, objects, dates: as stored
-    return Rows(_frame(source.table.column_names, columns, source.num_rows), label, source.where)
+    return Rows(_frame(source.table.column_names, columns, source.num_rows), source.label, source.where)
+
+
+def read_rows(path: str | Path) -> Rows:
+    """Rows of a CSV/TSV, JSON Lines, JSON or Parquet file, every value kept (see `Rows`), so a row is written back
+    unchanged. Unreadable or malformed files are the data step's one-line errors."""
+    path = _checked(path)
+    if _is_json(path):
+        records, numbers, word = json_records(path, str(path))
+        return _json_rows(records, numbers, word, str(path), None)
+    return _table_rows(read_file(path))
+
+
+def iter_rows(path: str | Path, chunk_rows: int, names: list[str] | None = None) -> Iterator[Rows]:
+    """`read_rows`, `chunk_rows` rows at a time and in order (each chunk names its rows as the whole file does),
+    read block by block, so that memory holds a chunk whatever the size of the file (a JSON array is parsed whole).
+
+    A chunk of a CSV, TSV or Parquet file has the file's columns. A chunk of JSON objects has `names` as its columns
+    (the keys of the whole file give `read_rows`' columns); by default its own objects' keys.
+    """
+    path = _checked(path)
+    label = str(path)
+    if _is_json(path):
+        for records, numbers, word in iter_json_records(path, label, chunk_rows):
+            yield _json_rows(records, numbers, word, label, names)
+        return
+    for source in iter_file(path, chunk_rows):
+        yield _table_rows(source)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from pipeline.core.errors import UserError, one_line
-from pipeline.data.delimited import RANKED_COLUMNS, csv_row_numbers, read_delimited
+from pipeline.data.delimited import RANKED_COLUMNS, csv_row_numbers, iter_delimited, read_delimited, rechunk
 
 HEADER_LINES = 1  # spreadsheet row of a CSV record = its 0-based position + 1 (header) + 1
 
@@ -149,13 +149,16 @@ def _duplicate_key_error(label: str, where: str, err: _DuplicateKey) -> UserErro
     return UserError(f"{label}: {where}: key {err.args[0]!r} appears twice in one object; rename one of them")
 
 
-def parse_json_lines(lines: Iterable[bytes] | Iterable[str], label: str) -> tuple[list[dict], list[int]]:
-    """One JSON object per non-blank line: the objects, values as they are, and their line numbers.
+def parse_json_lines(
+    lines: Iterable[bytes] | Iterable[str], label: str, first_line: int = 1
+) -> tuple[list[dict], list[int]]:
+    """One JSON object per non-blank line: the objects, values as they are, and their line numbers (the first of
+    `lines` is line `first_line` of the file).
 
     Lines given as bytes are decoded one at a time, so an invalid UTF-8 byte is reported with its line.
     """
     records, numbers = [], []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         try:
@@ -287,8 +290,7 @@ def _unreadable(label: str, err: OSError) -> UserError:
     return UserError(f"{label}: cannot read the file ({err.strerror or one_line(err)}); check its permissions")
 
 
-def read_file(path: Path) -> SourceTable:
-    kind, label = _file_kind(path), str(path)
+def _check_readable(path: Path, label: str) -> None:
     try:
         with open(path, "rb"):
             pass
@@ -296,6 +298,11 @@ def read_file(path: Path) -> SourceTable:
         raise _unreadable(label, err) from err
     if path.stat().st_size == 0:
         raise UserError(f"{label}: the file is empty; expected a header row {','.join(RANKED_COLUMNS)}")
+
+
+def read_file(path: Path) -> SourceTable:
+    kind, label = _file_kind(path), str(path)
+    _check_readable(path, label)
     if kind in ("csv", "tsv"):
         return _read_delimited(path, kind, label)
     if kind == "jsonl":
@@ -303,6 +310,82 @@ def read_file(path: Path) -> SourceTable:
     if kind == "json":
         return _read_json(path, label)
     return _read_parquet(path, label)
+
+
+def iter_file(path: Path, chunk_rows: int) -> Iterator[SourceTable]:
+    """`read_file`'s table of a CSV, TSV or Parquet file, `chunk_rows` rows at a time, in order, read block by block
+    (memory holds a block and a chunk); each chunk names its rows as the whole file does. JSON: `iter_json_records`."""
+    kind, label = _file_kind(path), str(path)
+    _check_readable(path, label)
+    if kind in ("json", "jsonl"):
+        raise ValueError(f"{label}: JSON is read by iter_json_records")
+    offset = 0
+    for table, row_map in _file_chunks(path, kind, label, chunk_rows):
+        first = HEADER_LINES + 1 if kind in ("csv", "tsv") else 1
+        sliced = _sliced(row_map, offset, table.num_rows) if row_map else None
+        yield SourceTable(table, label, kind, "", first_row=first + offset, row_map=sliced)
+        offset += table.num_rows
+
+
+def _file_chunks(
+    path: Path, kind: str, label: str, chunk_rows: int
+) -> Iterator[tuple[pa.Table, Callable[[], np.ndarray | None] | None]]:
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            batches = pq.ParquetFile(str(path)).iter_batches(batch_size=chunk_rows)
+            for table in rechunk(batches, chunk_rows):
+                yield table, None
+        except (pa.ArrowException, OSError) as err:
+            raise UserError(f"{label}: not a readable Parquet file ({one_line(err, 200)})") from err
+        return
+    sep = "\t" if kind == "tsv" else ","
+    _, quotes, head = _scan(path)
+    _check_encoding(head, label)
+    exact: list[np.ndarray | None] = []  # the whole file's row numbers, found once when an error needs one
+
+    def row_map() -> np.ndarray | None:
+        if not exact:
+            exact.append(csv_row_numbers(path, sep) if _file_has(path, _BLANK_LINE) else None)
+        return exact[0]
+
+    for table in iter_delimited(path, sep, label, bool(quotes % 2), chunk_rows):
+        yield table, row_map
+
+
+def _sliced(row_map: Callable[[], np.ndarray | None], offset: int, rows: int) -> Callable[[], np.ndarray | None]:
+    def chunk_map() -> np.ndarray | None:
+        exact = row_map()
+        return None if exact is None else exact[offset : offset + rows]
+
+    return chunk_map
+
+
+def iter_json_records(path: Path, label: str, chunk_rows: int) -> Iterator[tuple[list[dict], list[int], str]]:
+    """`json_records`, `chunk_rows` objects at a time. JSON Lines are read line by line (memory holds a chunk); a
+    JSON array is parsed whole (give JSON Lines for big files)."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    _check_encoding(head[:4], label)
+    if path.suffix.lower() == ".json" and head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
+        records, numbers, word = json_records(path, label)
+        for start in range(0, len(records), chunk_rows):
+            yield records[start : start + chunk_rows], numbers[start : start + chunk_rows], word
+        return
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        json_records(path, label)  # the empty file's one-line error
+    lines: list[bytes] = []
+    first, filled = 1, 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            lines.append(line.removeprefix(b"\xef\xbb\xbf") if number == 1 else line)
+            filled += bool(line.strip())
+            if filled == chunk_rows:
+                yield *parse_json_lines(lines, label, first), "line"
+                lines, first, filled = [], number + 1, 0
+    if filled:
+        yield *parse_json_lines(lines, label, first), "line"
 
 
 def _dataset_table(dataset: Any, label: str, kind: str, split: str | None) -> SourceTable:

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -355,24 +355,44 @@ class RewardScorer:
     def _score_chunks(
         self, prompts: Sequence[str], responses: Sequence[str], bar: tqdm, shard: tuple[int, int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The scores (NaN for other shards' rows) and truncation flags of every pair, `chunk_size` pairs at a time:
-        each chunk is encoded and launched before the previous one's scores are collected."""
+        """The scores (NaN for other shards' rows) and truncation flags of every pair, `chunk_size` pairs at a time."""
         n = len(prompts)
-        scores = np.full(n, np.nan, dtype=np.float64)
-        truncated = np.zeros(n, dtype=bool)
+        size = self.chunk_size
+        chunks = ((prompts[i : i + size], responses[i : i + size]) for i in range(0, n, size))
+        scored = list(self.score_stream(chunks, shard=shard, bar=bar))
+        if not scored:
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=bool)
+        return np.concatenate([s for s, _ in scored]), np.concatenate([t for _, t in scored])
+
+    def score_stream(
+        self,
+        chunks: Iterable[tuple[Sequence[str], Sequence[str]]],
+        *,
+        shard: tuple[int, int] = (0, 1),
+        bar: tqdm | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Score chunks of (prompts, responses) as they come, yielding each chunk's raw scores (NaN for other shards'
+        rows) and truncation flags, in order; memory holds two chunks. Batches are planned within a chunk, so chunks
+        of `chunk_size` pairs give exactly the scores `score` gives the whole input. Each chunk is encoded and
+        launched before the previous one's scores are collected (on a GPU, tokenization overlaps the model)."""
+        bar = bar if bar is not None else tqdm(disable=True)
         batch_number = 0
-        pending: _Pending | None = None
-        for start in range(0, n, self.chunk_size):
-            end = min(n, start + self.chunk_size)
-            encoded = self.encode(prompts[start:end], responses[start:end])
-            truncated[start:end] = encoded.truncated
-            launched = self._launch(encoded.input_ids, start, bar, shard, batch_number)
+        pending: tuple[_Pending, np.ndarray, np.ndarray] | None = None
+        for prompts, responses in chunks:
+            if len(prompts) != len(responses):
+                raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+            encoded = self.encode(prompts, responses)
+            launched = self._launch(encoded.input_ids, 0, bar, shard, batch_number)
             batch_number += launched.planned
             if pending is not None:
-                self._collect(pending, scores, bar)
-            pending = launched
+                yield self._collected(pending, bar)
+            pending = (launched, np.full(len(prompts), np.nan, dtype=np.float64), np.asarray(encoded.truncated, bool))
         if pending is not None:
-            self._collect(pending, scores, bar)
+            yield self._collected(pending, bar)
+
+    def _collected(self, pending: tuple[_Pending, np.ndarray, np.ndarray], bar: tqdm) -> tuple[np.ndarray, np.ndarray]:
+        launched, scores, truncated = pending
+        self._collect(launched, scores, bar)
         return scores, truncated
 
     def score_pairs(self, pairs: Iterable[tuple[str, str]], **kwargs: Any) -> np.ndarray:

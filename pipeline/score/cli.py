@@ -6,11 +6,15 @@ python -m pipeline.score --model DIR --input FILE --output FILE [--rank] [--stan
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import csv
+import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +50,14 @@ def _local_position_limit(model: str) -> int | None:
         return None
 
 
-def _input_columns(rows: Any, args: argparse.Namespace) -> tuple[int, int]:
-    """Positions of the prompt and response columns, found by the data step's column finder; a missing one, or one
-    whose name the header repeats, is a one-line error."""
+def _input_columns(names: list[str], label: str, args: argparse.Namespace) -> tuple[int, int]:
+    """Positions of the prompt and response columns among `names`, found by the data step's column finder; a missing
+    one, or one whose name the header repeats, is a one-line error."""
     from pipeline.data import find_column
 
-    names = [str(c) for c in rows.frame.columns]
     responses = [args.response_column] if args.response_column else ["response", "answer"]
-    prompt = find_column(names, args.prompt_column, label=rows.label)
-    response = find_column(names, *responses, label=rows.label)
+    prompt = find_column(names, args.prompt_column, label=label)
+    response = find_column(names, *responses, label=label)
     missing = [
         name
         for name, found in ((args.prompt_column, prompt), (args.response_column or "response (or answer)", response))
@@ -63,7 +66,7 @@ def _input_columns(rows: Any, args: argparse.Namespace) -> tuple[int, int]:
     if missing:
         found = ", ".join(map(repr, names))
         raise UserError(
-            f"{rows.label}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file "
+            f"{label}: missing column {' and '.join(map(repr, missing))} (found {found}); rename it in the file "
             "or pass --prompt_column / --response_column"
         )
     return prompt, response
@@ -81,10 +84,18 @@ def _check_output_columns(names: list[str], new_columns: list[str], label: str, 
         )
 
 
-def per_prompt_rank(prompts: Sequence[str], scores: np.ndarray) -> np.ndarray:
-    """Rank of each response among the responses to the same prompt: 1 = highest score; ties share the best rank."""
-    frame = pd.DataFrame({"prompt": list(prompts), "score": np.asarray(scores, dtype=np.float64)})
-    return frame.groupby("prompt", sort=False)["score"].rank(ascending=False, method="min").astype(int).to_numpy()
+def prompt_keys(prompts: Sequence[str]) -> np.ndarray:
+    """A 128-bit digest of each prompt (two uint64 per row): what --rank groups by, 16 bytes a row instead of the
+    prompt itself (two different prompts share a digest with odds of about n^2 / 2^129)."""
+    digests = b"".join(hashlib.blake2b(p.encode("utf-8", "surrogatepass"), digest_size=16).digest() for p in prompts)
+    return np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+
+
+def per_prompt_rank(keys: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Rank of each response among the responses to the same prompt (`prompt_keys`): 1 = highest score; ties share
+    the best rank."""
+    frame = pd.DataFrame({"a": keys[:, 0], "b": keys[:, 1], "score": np.asarray(scores, dtype=np.float64)})
+    return frame.groupby(["a", "b"], sort=False)["score"].rank(ascending=False, method="min").astype(int).to_numpy()
 
 
 def _cell(value: Any) -> str:
@@ -96,20 +107,26 @@ def _cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def write_output(frame: pd.DataFrame, path: Path, kind: str) -> None:
-    """Every value written as it was read (integers stay integers, null stays null, floats in full), whole or not at
-    all: a failed run leaves no half-written file."""
-    names = [str(name) for name in frame.columns]
-    columns = [frame.iloc[:, i].tolist() for i in range(len(names))]  # Python values, numpy scalars included
+@contextlib.contextmanager
+def output_writer(path: Path, kind: str, names: list[str]) -> Iterator[Callable[[list[list[Any]]], None]]:
+    """A writer of rows (given as columns of Python values, `names` in order) to `path`: every value written as it
+    was read (integers stay integers, null stays null, floats in full), whole or not at all: a failed run leaves no
+    half-written file."""
     with atomic_file(path) as staging, open(staging, "w", encoding="utf-8", newline="") as handle:
         if kind == "jsonl":
-            for row in zip(*columns, strict=True):
-                record = dict(zip(names, row, strict=True))
-                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+            def write(columns: list[list[Any]]) -> None:
+                for row in zip(*columns, strict=True):
+                    handle.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False, default=str) + "\n")
+
         else:
             writer = csv.writer(handle, delimiter="\t" if kind == "tsv" else ",", lineterminator="\n")
             writer.writerow(names)
-            writer.writerows([_cell(value) for value in row] for row in zip(*columns, strict=True))
+
+            def write(columns: list[list[Any]]) -> None:
+                writer.writerows([_cell(value) for value in row] for row in zip(*columns, strict=True))
+
+        yield write
 
 
 def _processes(device: str) -> tuple[int, int, str]:
@@ -184,57 +201,154 @@ def _load_scorer(args: argparse.Namespace, device: str) -> RewardScorer:
     return scorer
 
 
+@dataclass
+class _Source:
+    """The input as pass 1 reads it: chunks of `chunk_rows` rows, the columns to score (positions; names for JSON,
+    whose chunks have their own objects' keys) and the file's columns (for JSON: the keys seen so far)."""
+
+    path: Path
+    chunk_rows: int
+    is_json: bool
+    columns: tuple[int | str, int | str]
+    names: list[str]
+    label: str
+
+
+def _open_source(args: argparse.Namespace, kind: str, new_columns: list[str], chunk_rows: int) -> _Source:
+    """The first chunk, read to check the columns before the model is loaded."""
+    from pipeline.data import iter_rows
+
+    source = Path(args.input)
+    first = next(iter_rows(source, chunk_rows), None)
+    if first is None:
+        raise UserError(f"{source}: no rows to score (only a header)")
+    names = [str(c) for c in first.frame.columns]
+    prompt, response = _input_columns(names, first.label, args)
+    _check_output_columns(names, new_columns, first.label, kind)
+    is_json = source.suffix.lower() in (".jsonl", ".ndjson", ".json")
+    columns = (names[prompt], names[response]) if is_json else (prompt, response)
+    _texts(first, columns[0], "prompt"), _texts(first, columns[1], "answer")  # values that are no text: refused now
+    return _Source(source, chunk_rows, is_json, columns, names, first.label)
+
+
+def _texts(rows: Any, column: int | str, role: str) -> list[str]:
+    if isinstance(column, int):
+        return rows.texts(column, role=role)
+    names = [str(c) for c in rows.frame.columns]
+    return rows.texts(names.index(column), role=role) if column in names else [""] * len(rows.frame)
+
+
+def _scored_chunks(
+    scorer: RewardScorer, source: _Source, shard: tuple[int, int], progress: bool
+) -> Iterator[tuple[Any, list[str], np.ndarray, np.ndarray]]:
+    """Pass 1: each chunk's rows, prompts, raw scores (every process's, merged) and truncation flags, in order."""
+    from tqdm.auto import tqdm
+
+    from pipeline.data import iter_rows
+
+    held: collections.deque = collections.deque()
+
+    def texts() -> Iterator[tuple[list[str], list[str]]]:
+        for rows in iter_rows(source.path, source.chunk_rows):
+            prompts = _texts(rows, source.columns[0], "prompt")
+            held.append((rows, prompts))
+            if source.is_json:
+                source.names.extend(n for n in map(str, rows.frame.columns) if n not in source.names)
+            yield prompts, _texts(rows, source.columns[1], "answer")
+
+    with tqdm(desc="scoring", unit="seq", disable=not progress) as bar:
+        for scores, truncated in scorer.score_stream(texts(), shard=shard, bar=bar):
+            rows, prompts = held.popleft()
+            yield rows, prompts, _merge_shards(scores) if shard[1] > 1 else scores, truncated
+
+
+def _row_columns(rows: Any) -> list[list[Any]]:
+    return [rows.frame.iloc[:, i].tolist() for i in range(rows.frame.shape[1])]  # Python values, as read
+
+
+def _finish(scorer: RewardScorer, scores: np.ndarray, standardize: bool) -> list[float]:
+    return (scorer.standardize(scores) if standardize else np.asarray(scores, dtype=np.float64)).tolist()
+
+
+def _one_pass(scorer: RewardScorer, source: _Source, args: argparse.Namespace, kind: str) -> tuple[int, int]:
+    """Score and write chunk by chunk (one process, columns fixed by the header, no --rank): (rows, truncated)."""
+    rows_done = truncated_done = 0
+    with output_writer(Path(args.output), kind, [*source.names, args.score_column]) as write:
+        for rows, _, scores, truncated in _scored_chunks(scorer, source, (0, 1), not args.no_progress):
+            write([*_row_columns(rows), _finish(scorer, scores, args.standardize)])
+            rows_done, truncated_done = rows_done + len(scores), truncated_done + int(truncated.sum())
+    return rows_done, truncated_done
+
+
+def _two_passes(
+    scorer: RewardScorer, source: _Source, args: argparse.Namespace, kind: str, shard: tuple[int, int]
+) -> tuple[int, int]:
+    """Pass 1 scores every chunk and keeps 8 bytes a row (24 with --rank) and, for JSON, the keys of every object;
+    pass 2 (main process) reads the input again and writes it with its scores: (rows, truncated)."""
+    from pipeline.data import iter_rows
+
+    parts, keys, truncated_done = [], [], 0
+    for _, prompts, scores, truncated in _scored_chunks(scorer, source, shard, not args.no_progress and shard[0] == 0):
+        parts.append(scores)
+        truncated_done += int(truncated.sum())
+        if args.rank:
+            keys.append(prompt_keys(prompts))
+    scores = np.concatenate(parts)
+    new_columns = [args.score_column] + ([f"{args.score_column}_rank"] if args.rank else [])
+    if source.is_json:  # the keys of every object now known: the columns read_rows gives, checked again
+        prompt, response = _input_columns(source.names, source.label, args)
+        if (source.names[prompt], source.names[response]) != source.columns:
+            raise UserError(
+                f"{source.label}: later objects hold a column that changes which ones are scored; name them with "
+                "--prompt_column / --response_column"
+            )
+        _check_output_columns(source.names, new_columns, source.label, kind)
+    if shard[0] != 0:
+        return len(scores), truncated_done
+    ranks = per_prompt_rank(np.concatenate(keys), scores).tolist() if args.rank else None
+    values, offset = _finish(scorer, scores, args.standardize), 0
+    with output_writer(Path(args.output), kind, [*source.names, *new_columns]) as write:
+        for rows in iter_rows(source.path, source.chunk_rows, names=source.names if source.is_json else None):
+            end = offset + len(rows.frame)
+            extra = [values[offset:end]] + ([ranks[offset:end]] if ranks is not None else [])
+            write([*_row_columns(rows), *extra])
+            offset = end
+    return len(scores), truncated_done
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
 
-    # Everything a user typed is checked before the input is read and the model loaded.
+    # Everything a user typed is checked before the model is loaded (the input's columns on its first chunk).
     _check_numbers(args)
     if not args.score_column:
         raise UserError("--score_column must not be empty")
-    source, target = Path(args.input), Path(args.output)
+    target = Path(args.output)
     check_output_file(target, "--output", inputs=(args.input,))
     kind = OUTPUT_FORMATS.get(target.suffix.lower())
     if kind is None:
         raise UserError(f"--output {target}: unknown format {target.suffix!r}; use .csv, .tsv or .jsonl")
     check_max_length(args.max_length, _local_position_limit(args.model), args.model)
-    from pipeline.data import read_rows
-
-    rows = read_rows(source)
-    if rows.frame.empty:
-        raise UserError(f"{source}: no rows to score (only a header)")
-    prompt_col, response_col = _input_columns(rows, args)
     new_columns = [args.score_column] + ([f"{args.score_column}_rank"] if args.rank else [])
-    _check_output_columns([str(c) for c in rows.frame.columns], new_columns, rows.label, kind)
-    prompts, responses = rows.texts(prompt_col, role="prompt"), rows.texts(response_col)
+    from pipeline.model import scorer as scorer_module
+
+    source = _open_source(args, kind, new_columns, scorer_module.CHUNK_SIZE)
 
     rank, processes, device = _processes(args.device)
     scorer = _load_scorer(args, device)
-    scores, truncated = scorer.score(
-        prompts,
-        responses,
-        standardize=args.standardize,
-        progress=not args.no_progress and rank == 0,
-        return_truncated=True,
-        shard=(rank, processes),
-    )
-    if processes > 1:
-        scores = _merge_shards(scores)
     try:
-        if rank == 0:  # the main process writes the one output
-            frame = rows.frame
-            frame[args.score_column] = scores
-            if args.rank:
-                frame[f"{args.score_column}_rank"] = per_prompt_rank(prompts, scores)
-            write_output(frame, target, kind)
+        if processes == 1 and not args.rank and not source.is_json:
+            rows_done, truncated = _one_pass(scorer, source, args, kind)
+        else:
+            rows_done, truncated = _two_passes(scorer, source, args, kind, (rank, processes))
     finally:
         if processes > 1:
             _finish_processes()
     if rank != 0:
         return
-    truncated = int(truncated.sum())
     note = f"; {truncated} longer than max_length {scorer.max_length} were truncated" if truncated else ""
     print(
-        f"scored {len(frame)} rows with {args.model} ({scorer.precision} on {scorer.device}){note}; wrote {target}",
+        f"scored {rows_done} rows with {args.model} ({scorer.precision} on {scorer.device}){note}; wrote {target}",
         file=sys.stderr,
     )

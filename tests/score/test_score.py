@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from helpers import PAIRS, REPO, build_tiny_model, quick_start
 
-from pipeline.score.cli import main, per_prompt_rank
+from pipeline.score.cli import main, per_prompt_rank, prompt_keys
 
 
 def run_cli(*args: str) -> int:
@@ -27,7 +27,7 @@ def run_cli(*args: str) -> int:
 
 
 def test_per_prompt_rank_is_one_for_the_best() -> None:
-    ranks = per_prompt_rank(["a", "b", "a", "a", "b"], np.array([0.1, 5.0, 0.3, -1.0, 6.0]))
+    ranks = per_prompt_rank(prompt_keys(["a", "b", "a", "a", "b"]), np.array([0.1, 5.0, 0.3, -1.0, 6.0]))
     assert ranks.tolist() == [2, 2, 1, 3, 1]
 
 
@@ -43,7 +43,7 @@ def test_cli_writes_rows_in_order_with_scores_and_ranks(tiny_model_dir: Path, tm
     assert out["id"].tolist() == frame["id"].tolist() and out["note"].tolist() == frame["note"].tolist()
     np.testing.assert_allclose(out["score"].astype(float), reference, atol=1e-4, rtol=0)
     ranks = out["score_rank"].astype(int).tolist()
-    assert ranks == per_prompt_rank(frame["prompt"].tolist(), reference).tolist()
+    assert ranks == per_prompt_rank(prompt_keys(frame["prompt"].tolist()), reference).tolist()
     assert sorted(ranks[:2]) == [1, 2] and sorted([ranks[2], ranks[6]]) == [1, 2] and ranks[3] == 1
 
 
