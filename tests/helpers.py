@@ -140,3 +140,14 @@ def build_tiny_causal_lm(target: Path, seed: int = 0) -> Path:
     GPT2LMHeadModel(config).save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def score_cli(*args: str) -> int:
+    """`python -m pipeline.score ARGS --no_progress` in-process (stderr is read with capsys): the exit code."""
+    from pipeline.score.cli import main
+
+    try:
+        main([*args, "--no_progress"])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0

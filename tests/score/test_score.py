@@ -12,18 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import PAIRS, REPO, build_tiny_model, quick_start
+from helpers import PAIRS, REPO, build_tiny_model, quick_start, score_cli
 
-from pipeline.score.cli import main, per_prompt_rank, prompt_keys
-
-
-def run_cli(*args: str) -> int:
-    """`python -m pipeline.score ARGS` in-process (stderr is read with capsys): the exit code."""
-    try:
-        main([*args, "--no_progress"])
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+from pipeline.score.cli import per_prompt_rank, prompt_keys
 
 
 def test_per_prompt_rank_is_one_for_the_best() -> None:
@@ -37,7 +28,7 @@ def test_cli_writes_rows_in_order_with_scores_and_ranks(tiny_model_dir: Path, tm
                           "answer": [r for _, r in PAIRS], "note": ["x", "", "1.50", "y", "z", "w", "v"]})  # fmt: skip
     frame.to_csv(source, index=False)
     target = tmp_path / "out" / "scored.csv"
-    assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--rank") == 0
+    assert score_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--rank") == 0
     out = pd.read_csv(target, dtype=str, keep_default_na=False)
     assert list(out.columns) == ["id", "prompt", "answer", "note", "score", "score_rank"]
     assert out["id"].tolist() == frame["id"].tolist() and out["note"].tolist() == frame["note"].tolist()
@@ -70,13 +61,13 @@ def test_cli_jsonl_keeps_values_and_standardises(tiny_model_dir: Path, tmp_path:
     records = [{"prompt": p, "response": r, "n": i, "meta": {"k": [i]}} for i, (p, r) in enumerate(PAIRS[:3])]
     source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     target = tmp_path / "out.jsonl"
-    assert run_cli("--model", str(model_dir), "--input", str(source), "--output", str(target), "--standardize") == 0
+    assert score_cli("--model", str(model_dir), "--input", str(source), "--output", str(target), "--standardize") == 0
     written = [json.loads(line) for line in target.read_text().splitlines()]
     assert [{k: v for k, v in w.items() if k != "score"} for w in written] == records
     raw = quick_start(tiny_model_dir, PAIRS[:3])
     np.testing.assert_allclose([w["score"] for w in written], (raw - 1.0) / 0.5, atol=1e-3)
     # The same model without statistics: --standardize is a one-line error.
-    code = run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--standardize")
+    code = score_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--standardize")
     assert code == 2 and "reward_mean" in capsys.readouterr().err
 
 
@@ -84,7 +75,7 @@ def test_cli_refuses_to_overwrite_its_input(tiny_model_dir: Path, tmp_path: Path
     source = tmp_path / "answers.csv"
     source.write_text("prompt,response\nhi,hello\n")
     before = source.read_bytes()
-    code = run_cli(
+    code = score_cli(
         "--model", str(tiny_model_dir), "--input", str(source), "--output", str(tmp_path / "." / source.name)
     )
     err = capsys.readouterr().err
@@ -135,7 +126,7 @@ def test_bad_input_is_one_error_line_exit_2(case, expected, tiny_model_dir: Path
         model = two_label_model(tmp_path)
     elif case == "bad output suffix":
         output = tmp_path / "out.xlsx"
-    code = run_cli("--model", str(model), "--input", str(source), "--output", str(output))
+    code = score_cli("--model", str(model), "--input", str(source), "--output", str(output))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: ") and expected in err[-1], err
@@ -151,14 +142,14 @@ def test_cli_scores_conversational_rows_as_their_rendered_text(tiny_model_dir: P
     pd.DataFrame({"prompt": ["Human: why is the sky blue"], "response": ["because of light"]}).to_csv(
         plain, index=False
     )
-    assert run_cli("--model", str(tiny_model_dir), "--input", str(plain), "--output", str(tmp_path / "p.jsonl")) == 0
+    assert score_cli("--model", str(tiny_model_dir), "--input", str(plain), "--output", str(tmp_path / "p.jsonl")) == 0
     expected = json.loads((tmp_path / "p.jsonl").read_text())["score"]
     chat = tmp_path / "chat.jsonl"
     chat.write_text(json.dumps({"prompt": prompt, "response": response}) + "\n")
     pd.DataFrame({"prompt": [prompt], "response": [response]}).to_parquet(tmp_path / "chat.parquet")
     for source in (chat, tmp_path / "chat.parquet"):
         out = tmp_path / f"{source.suffix[1:]}-scored.jsonl"
-        assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(out)) == 0
+        assert score_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(out)) == 0
         written = json.loads(out.read_text())
         assert written["score"] == pytest.approx(expected, abs=1e-6)
         assert written["prompt"] == prompt and written["response"] == response  # values written back as they were

@@ -9,20 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import PAIRS, quick_start
+from helpers import PAIRS, quick_start, score_cli
 
 from pipeline.data import iter_rows, read_rows
-from pipeline.score.cli import main, per_prompt_rank, prompt_keys
+from pipeline.score.cli import per_prompt_rank, prompt_keys
 
 CHUNK = 3  # rows a chunk: the 21 rows below span 7 chunks
-
-
-def run_cli(*args: str) -> int:
-    try:
-        main([*args, "--no_progress"])
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 @pytest.fixture
@@ -79,7 +71,7 @@ def test_an_error_in_a_later_chunk_names_its_line_and_leaves_no_output(
     records[9]["response"] = {"not": "text"}
     source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     target = tmp_path / "out.jsonl"
-    assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target)) == 2
+    assert score_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target)) == 2
     assert "line 10: column 'response' holds a list or object" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]  # no output, no staging file
 
@@ -97,7 +89,7 @@ def test_chunked_scores_ranks_and_values_are_the_whole_files(
         records[-1]["late"] = [1, None]
         source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     target = tmp_path / f"out{suffix}"
-    assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--rank") == 0
+    assert score_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(target), "--rank") == 0
     read = pd.read_csv(target) if suffix == ".csv" else pd.read_json(target, lines=True)
     assert read["id"].tolist() == frame["id"].tolist() and read["response"].tolist() == frame["response"].tolist()
     expected = quick_start(tiny_model_dir, list(zip(frame["prompt"], frame["response"], strict=True)))
@@ -118,7 +110,7 @@ def test_a_later_object_that_changes_the_scored_column_is_an_error(
     records[-1]["response"] = "late"
     source = tmp_path / "rows.jsonl"
     source.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert run_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(tmp_path / "o.csv")) == 2
+    assert score_cli("--model", str(tiny_model_dir), "--input", str(source), "--output", str(tmp_path / "o.csv")) == 2
     assert "--prompt_column / --response_column" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
 
@@ -127,5 +119,5 @@ def test_a_header_only_file_is_an_error_before_the_model_loads(tmp_path: Path, c
     source = tmp_path / "empty.csv"
     source.write_text("prompt,response\n")
     assert list(iter_rows(source, CHUNK)) == []
-    assert run_cli("--model", "no-such-model", "--input", str(source), "--output", str(tmp_path / "o.csv")) == 2
+    assert score_cli("--model", "no-such-model", "--input", str(source), "--output", str(tmp_path / "o.csv")) == 2
     assert capsys.readouterr().err.strip() == f"error: {source}: no rows to score (only a header)"
