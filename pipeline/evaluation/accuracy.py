@@ -11,12 +11,13 @@ from typing import Any
 import evaluate
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.core.errors import UserError
 from pipeline.evaluation.metric_modules import PAIRWISE_ACCURACY
 from pipeline.evaluation.metrics import length_scores, summarize
-from pipeline.model.encoding import EncodedPairs, encode_preference_pairs
+from pipeline.model.encoding import EncodedPairs, distinct_texts
 from pipeline.model.scorer import RewardScorer
 
 
@@ -38,21 +39,27 @@ def evaluate_pairs(
     """
     if pairs.empty:
         raise UserError("no pairs to evaluate")
-    encoded = encode_preference_pairs(tokenizer, pairs, max_length)
+    texts = distinct_texts(pairs)
     scorer = RewardScorer(
         model, tokenizer, device=None, precision=precision, max_length=max_length, batch_size=batch_size
     )
-    scores = scorer.score_ids(encoded.texts.input_ids, progress=progress, desc=desc)
+    # Encoded and scored a chunk at a time (memory holds two chunks' token ids, not every pair's).
+    size, total = scorer.chunk_size, len(texts.prompts)
+    chunks = ((texts.prompts[i : i + size], texts.answers[i : i + size]) for i in range(0, total, size))
+    with tqdm(total=total, desc=desc, unit="seq", disable=not progress) as bar:
+        scored = list(scorer.score_stream(chunks, bar=bar))
+    scores = np.concatenate([s for s, _ in scored])
+    cut = np.concatenate([t for _, t in scored])
     if not np.isfinite(scores).all():
         bad = int((~np.isfinite(scores)).sum())
         raise UserError(
             f"the model's scores are not finite (NaN or infinite) for {bad} of {len(scores)} sequences: a model just "
             "trained has diverged (lower learning_rate, or keep max_grad_norm); a saved model is broken"
         )
-    chosen, rejected = scores[encoded.chosen], scores[encoded.rejected]
+    chosen, rejected = scores[texts.chosen], scores[texts.rejected]
     metric = evaluate.load(PAIRWISE_ACCURACY)
     result = metric.compute(chosen_scores=chosen.astype(np.float64), rejected_scores=rejected.astype(np.float64))
-    result["truncated_pairs"] = int(encoded.truncated_pairs.sum())
+    result["truncated_pairs"] = int((cut[texts.chosen] | cut[texts.rejected]).sum())
     result["max_length"] = max_length
     result["chosen_scores"] = chosen.tolist()
     result["rejected_scores"] = rejected.tolist()

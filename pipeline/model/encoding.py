@@ -88,13 +88,29 @@ class EncodedPairs:
         return cut[self.chosen] | cut[self.rejected]
 
 
-def encode_preference_pairs(tokenizer: PreTrainedTokenizerBase, pairs: pd.DataFrame, max_length: int) -> EncodedPairs:
-    """Encode a frame with columns prompt, chosen, rejected; an answer shared by several pairs is encoded once."""
+@dataclass
+class DistinctTexts:
+    """Each distinct (prompt, answer) of a frame of pairs once, in order of first appearance; pairs index into it."""
+
+    prompts: list[str]
+    answers: list[str]
+    chosen: np.ndarray  # index into prompts/answers, one per pair
+    rejected: np.ndarray
+
+
+def distinct_texts(pairs: pd.DataFrame) -> DistinctTexts:
+    """The distinct (prompt, answer) texts of a frame with columns prompt, chosen, rejected."""
     n = len(pairs)
     prompts = np.concatenate([pairs["prompt"].to_numpy(), pairs["prompt"].to_numpy()])
     answers = np.concatenate([pairs["chosen"].to_numpy(), pairs["rejected"].to_numpy()])
     codes, _ = pd.factorize(pd.Series(prompts, dtype=object) + "\x00" + pd.Series(answers, dtype=object))
     first = np.full(codes.max() + 1 if n else 0, -1)
     first[codes[::-1]] = np.arange(len(codes))[::-1]  # first occurrence of each distinct text
-    texts = encode_pairs(tokenizer, prompts[first].tolist(), answers[first].tolist(), max_length)
-    return EncodedPairs(texts=texts, chosen=codes[:n], rejected=codes[n:])
+    return DistinctTexts(prompts[first].tolist(), answers[first].tolist(), codes[:n], codes[n:])
+
+
+def encode_preference_pairs(tokenizer: PreTrainedTokenizerBase, pairs: pd.DataFrame, max_length: int) -> EncodedPairs:
+    """Encode a frame with columns prompt, chosen, rejected; an answer shared by several pairs is encoded once."""
+    distinct = distinct_texts(pairs)
+    texts = encode_pairs(tokenizer, distinct.prompts, distinct.answers, max_length)
+    return EncodedPairs(texts=texts, chosen=distinct.chosen, rejected=distinct.rejected)
