@@ -57,6 +57,7 @@ VARIANTS: dict[str, list[str]] = {
     "plain-trunc-right": ["--length_expert", "false", "--truncation_side", "right"],
     "plain-epochs2": ["--length_expert", "false", "--num_train_epochs", "2"],
     "plain-epochs3": ["--length_expert", "false", "--num_train_epochs", "3"],
+    "plain-b16-e2": ["--length_expert", "false", "--per_device_train_batch_size", "16", "--num_train_epochs", "2"],
     "plain-lr1e-4-b16": ["--length_expert", "false", "--learning_rate", "1e-4", "--per_device_train_batch_size", "16"],
     "fp32": ["--bf16", "false"],
     "stock": [],  # TRL's RewardTrainer, see the module docstring
