@@ -21,6 +21,14 @@ seeds) with a 95% interval, and its paired difference against `--baseline` on th
 per-(fold, seed) differences, t-interval over those units):
 
     python bench/training_choices.py --only hh --cv 5 --seeds 1 2 --variants plain stock default
+
+Side by side (`--side_by_side`, with `--cv`): for each of `--folds` and the first seed, the first of `--variants` and
+stock TRL start at the same moment, one process each under the same load, so their times compare (the CV rows of a
+study ran at different minutes). Ours counts its whole process; stock its process less the exact scoring done
+outside its timed part. Rows go to --output with `"side_by_side": true` and are left out of the CV table.
+
+    OMP_NUM_THREADS=1 python bench/training_choices.py --only hh --cv 5 --side_by_side --folds 0 1 \\
+        --variants plain-b16 --extra="--min_train_steps 90" --output bench/results/whole_run_vs_stock.jsonl
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,6 +310,8 @@ def main() -> None:
     parser.add_argument("--fold_seed", type=int, default=0)
     parser.add_argument("--baseline", default="plain", help="the setting paired differences are taken against")
     parser.add_argument("--table_only", action="store_true", help="print the table of --output and stop")
+    parser.add_argument("--folds", type=int, nargs="+", help="only these folds (with --cv)")
+    parser.add_argument("--side_by_side", action="store_true", help="ours and stock at once, see above (with --cv)")
     args = parser.parse_args()
     datasets = []
     if args.only in (None, "answers"):
@@ -336,13 +347,17 @@ def main() -> None:
 def cross_validate(args: argparse.Namespace, datasets: list[Path], out: Path, done: list[dict]) -> None:
     """Every (seed, fold) unit for every setting, seed by seed and fold by fold, so that an interrupted study still
     has whole units for its paired differences; appended to `out` (resumable)."""
+    if args.side_by_side:
+        side_by_side(args, datasets, out)
+        return
     cv_rows = [r for r in done if r.get("cv") == args.cv and r.get("fold_seed") == args.fold_seed]
+    cv_rows = [r for r in cv_rows if not r.get("side_by_side")]
     seen = {(r["data"], r["variant"], r["seed"], r["fold"]) for r in cv_rows}
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in datasets:
             folds = make_folds(dataset, args.cv, args.fold_seed, Path(tmp))
             for seed in [] if args.table_only else args.seeds:
-                for fold in folds:
+                for fold in [f for f in folds if args.folds is None or f.number in args.folds]:
                     for variant in args.variants:
                         name = variant + args.label
                         if (dataset.name, name, seed, fold.number) in seen:
@@ -358,6 +373,34 @@ def cross_validate(args: argparse.Namespace, datasets: list[Path], out: Path, do
                             f.write(json.dumps(row) + "\n")
                         cv_rows.append(row)
             cv_table([r for r in cv_rows if r["data"] == dataset.name], args.baseline)
+
+
+def side_by_side(args: argparse.Namespace, datasets: list[Path], out: Path) -> None:
+    """The first variant and stock started together on each chosen fold; their whole-run times and the ratio."""
+    variant, seed = args.variants[0], args.seeds[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in datasets:
+            for fold in make_folds(dataset, args.cv, args.fold_seed, Path(tmp)):
+                if args.folds is not None and fold.number not in args.folds:
+                    continue
+                with ThreadPoolExecutor(2) as pool:
+                    mine = pool.submit(ours, variant, dataset, seed, Path(tmp), args.extra.split(), fold)
+                    theirs = pool.submit(stock, dataset, seed, Path(tmp), fold)
+                    rows = {variant + args.label: mine.result(), "stock": theirs.result()}
+                for name, row in rows.items():
+                    where = {"fold_seed": args.fold_seed, "fold": fold.number, "load": os.getloadavg()[0]}
+                    row = {"data": dataset.name, "variant": name, "seed": seed, "cv": args.cv, "side_by_side": True,
+                           **where, **row}  # fmt: skip
+                    with out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                a, b = rows.values()
+                print(
+                    f"fold {fold.number}: {variant + args.label} whole run {a['wall_s']:.0f} s (training "
+                    f"{a['train_s']:.0f} s, after {a['after_training_s']} s), accuracy {a['accuracy']:.3f}; stock "
+                    f"training + evaluate {b['wall_s']:.0f} s (training {b['train_s']:.0f} s), accuracy "
+                    f"{b['accuracy']:.3f}; stock / ours {b['wall_s'] / a['wall_s']:.2f}x",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
